@@ -1,0 +1,31 @@
+"""Atomic file writes: a reader (or a crashed job) never sees half a file."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path in the same folder as ``final``; on success it
+    is moved over ``final`` with ``os.replace`` (atomic on one filesystem), on
+    any error or interruption it is deleted and ``final`` is untouched.
+
+    ``suffix`` defaults to the final file's own, so writers that pick the
+    format from the extension (OpenImageIO) still see ``.exr``.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=suffix or final.suffix,
+                               dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,3 @@
+"""Placeholder: filled in by its area."""
+NODE_CLASS_MAPPINGS: dict = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict = {}
