@@ -1,3 +1,123 @@
-"""Placeholder: filled in by its area."""
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+"""Learnable edit regions: LL_LoadDINO → LL_DINO, LL_LearnableRegions."""
+from __future__ import annotations
+
+from ..engine.device import DEVICES
+from ..engine.errors import InputError
+from ._convert import image_to_nchw, n1hw_to_mask, nchw_to_image
+from ._runtime import comfy_models_dir, progress_for
+
+DEFAULT_DINO = "toy-dino"
+
+
+class LL_LoadDINO:
+    DESCRIPTION = ("Load a DINO ViT (frozen) without torch hub or timm: a catalogue id (toy-dino, "
+                   "dino-vitb8), a repo id (facebook/dino-vitb8), local-dir:/path or a folder with "
+                   "config.json + model.safetensors (LiveLayers or transformers ViTModel layout), or "
+                   "an original DINO .pth file. Used by Learnable Regions for its anchor points.")
+    CATEGORY = "LiveLayers/regions"
+    FUNCTION = "load"
+    RETURN_TYPES = ("LL_DINO",)
+    RETURN_NAMES = ("dino",)
+    OUTPUT_TOOLTIPS = ("A frozen DINO handle: patch features and CLS attention maps.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("STRING", {"default": DEFAULT_DINO, "tooltip":
+                      "Catalogue id (toy-dino, dino-vitb8), repo id facebook/dino-vitb8, "
+                      "local-dir:/path, a folder (config.json + model.safetensors) or a DINO .pth file."}),
+            "device": (list(DEVICES), {"default": "auto", "tooltip":
+                       "auto = CUDA if present, else MPS, else CPU."}),
+        }}
+
+    def load(self, model: str, device: str = "auto"):
+        from ..engine.models.dino import load_dino
+        spec = (model or "").strip()
+        if not spec:
+            raise InputError("LL_LoadDINO", "model", "is empty",
+                             "a catalogue id, repo id, local-dir:/path, a folder or a .pth file")
+        if device not in DEVICES and not str(device).startswith("cuda:"):
+            raise InputError("LL_LoadDINO", "device", f"is '{device}'", ", ".join(DEVICES) + ", cuda:N")
+        try:
+            handle = load_dino(spec, device=device, search_dirs=comfy_models_dir("dino"))
+        except ValueError as e:  # bad spec text (ModelNotFoundError/CorruptFileError pass through)
+            if isinstance(e, InputError):
+                raise
+            raise InputError("LL_LoadDINO", "model", f"is '{spec}': {e}",
+                             "a catalogue id, repo id, local-dir:/path, a folder or a .pth file") from e
+        return (handle,)
+
+
+class LL_LearnableRegions:
+    DESCRIPTION = ("Learnable Regions: finds where to edit for a prompt and edits it. DINO CLS "
+                   "attention gives K anchor points; each gets M square boxes; the region is "
+                   "edited with blended diffusion inside every box once, and a small region network "
+                   "learns (straight-through Gumbel-softmax, CLIP cosine + directional + structure "
+                   "losses) which box to pick. The anchors' picks are ranked by 2·CLIP(text, edit) + "
+                   "CLIP(source, edit). Runs diffusion K·M times. MASK outputs are alpha: 1 = edited "
+                   "(invert them for core nodes that expect LoadImage's 1 − alpha).")
+    CATEGORY = "LiveLayers/regions"
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE", "MASK", "IMAGE", "MASK")
+    RETURN_NAMES = ("edited", "box_mask", "layer", "layer_alpha")
+    OUTPUT_TOOLTIPS = ("The edited image (best anchor's chosen box).",
+                       "The chosen box as a mask (1 inside).",
+                       "The edit layer's straight colour.",
+                       "The edit layer's alpha (1 = edit present; = the box).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "dino": ("LL_DINO", {"tooltip": "From LL_LoadDINO: anchors and region features."}),
+            "clip": ("LL_CLIP", {"tooltip": "From LL_LoadCLIP: the losses, guidance and ranking."}),
+            "diffusion": ("LL_DIFFUSION", {"tooltip":
+                          "From the diffusion loader: the editor run in every box (pixel or latent)."}),
+            "image": ("IMAGE", {"tooltip": "One image to edit (batch of 1), sides >= 16 pixels."}),
+            "prompt": ("STRING", {"default": "a red circle", "multiline": False, "tooltip":
+                       "What the edited region should show."}),
+            "anchors": ("INT", {"default": 3, "min": 1, "max": 32, "tooltip":
+                        "K: number of DINO anchor points tried (paper: 9)."}),
+            "boxes_per_anchor": ("INT", {"default": 5, "min": 1, "max": 16, "tooltip":
+                                 "M: box sizes per anchor, evenly spaced from smallest_box to "
+                                 "largest_box (paper: 7)."}),
+            "steps": ("INT", {"default": 30, "min": 0, "max": 2000, "tooltip":
+                      "Region-network training steps per anchor (Adam, lr 3e-3)."}),
+            "diffusion_steps": ("INT", {"default": 100, "min": 2, "max": 1000, "tooltip":
+                                "Diffusion schedule length for each box edit (a quarter is skipped)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip":
+                     "Seeds the diffusion samples, the network init and the Gumbel noise."}),
+        }, "optional": {
+            "source_prompt": ("STRING", {"default": "a photo", "tooltip":
+                              "Describes the unedited image; reference of the directional loss."}),
+            "smallest_box": ("FLOAT", {"default": 0.2, "min": 0.02, "max": 1.0, "step": 0.01,
+                             "tooltip": "Smallest box side, as a fraction of the shorter image side."}),
+            "largest_box": ("FLOAT", {"default": 0.8, "min": 0.02, "max": 1.0, "step": 0.01,
+                            "tooltip": "Largest box side, as a fraction of the shorter image side."}),
+            "samples": ("INT", {"default": 2, "min": 1, "max": 32, "tooltip":
+                        "Diffusion samples per box edit; the best-ranked one is used."}),
+        }}
+
+    def run(self, dino, clip, diffusion, image, prompt, anchors=3, boxes_per_anchor=5, steps=30,
+            diffusion_steps=100, seed=0, source_prompt="a photo", smallest_box=0.2,
+            largest_box=0.8, samples=2):
+        from ..engine.regions import box_sizes_for, diffusion_editor, learn_regions
+        node = "LL_LearnableRegions"
+        x = image_to_nchw(image, node)
+        if x.shape[0] != 1:
+            raise InputError(node, "image", f"is a batch of {x.shape[0]}", "a single image (batch 1)")
+        if not 0 < smallest_box <= largest_box <= 1:
+            raise InputError(node, "smallest_box", f"is {smallest_box} with largest_box {largest_box}",
+                             "0 < smallest_box <= largest_box <= 1")
+        editor = diffusion_editor(diffusion, clip, prompt, steps=diffusion_steps, samples=samples,
+                                  seed=seed)
+        result = learn_regions(dino, clip, editor, x, prompt, K=anchors,
+                               box_sizes=box_sizes_for(boxes_per_anchor, smallest_box, largest_box),
+                               steps=steps, seed=seed, source_prompt=source_prompt,
+                               progress=progress_for(node), node=node)
+        return (nchw_to_image(result.image), n1hw_to_mask(result.mask),
+                nchw_to_image(result.layer_rgb), n1hw_to_mask(result.layer_alpha))
+
+
+NODE_CLASS_MAPPINGS = {"LL_LoadDINO": LL_LoadDINO, "LL_LearnableRegions": LL_LearnableRegions}
+NODE_DISPLAY_NAME_MAPPINGS = {"LL_LoadDINO": "Load DINO (LiveLayers)",
+                              "LL_LearnableRegions": "Learnable Regions (LiveLayers)"}

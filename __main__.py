@@ -1,0 +1,236 @@
+"""``python -m livelayers …``: the command line.
+
+    run GRAPH.json [--frames 1001-1050] [--set ID.input=value …]   run a workflow headless
+    demo [--out DIR]                                                the bundled demo graph
+    models list|verify|fetch …                                      the model catalogue
+    export-job GRAPH.json --format openjd|opencue …                 render-farm job export
+    panel [GRAPH.json]                                              the PySide6 prompt panel
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+EXIT_STOPPED = 130
+
+
+def _install_signal_handlers() -> None:
+    """First Ctrl-C/SIGTERM asks the work to stop cleanly (checkpoint, no
+    partial files); a second one ends the process at once."""
+    from .engine import progress
+
+    def handler(signum, frame):
+        if progress.stop_requested():
+            raise KeyboardInterrupt
+        print(f"\nlivelayers: {signal.Signals(signum).name} received: stopping after the "
+              "current step (send again to abort)", file=sys.stderr, flush=True)
+        progress.request_stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _terminal_progress(mode: str):
+    """A Progress that draws a tqdm bar, prints ``openjd_progress:`` lines, or nothing."""
+    from .engine.progress import Progress
+
+    if mode == "auto":
+        mode = "bar" if sys.stderr.isatty() else "log"
+    if mode == "none":
+        return Progress(), lambda: None
+    if mode == "openjd":
+        last = [-1]
+
+        def openjd(step, total, info):
+            pct = int(100 * step / max(total, 1))
+            if pct != last[0]:
+                last[0] = pct
+                print(f"openjd_progress: {pct}", flush=True)
+                if "node" in info:
+                    print(f"openjd_status: {info['node']}", flush=True)
+        return Progress(callback=openjd), lambda: None
+    if mode == "log":
+        last = [-10.0]
+
+        def log(step, total, info):
+            pct = 100.0 * step / max(total, 1)
+            if pct - last[0] >= 10 or step == total:
+                last[0] = pct
+                extra = " ".join(f"{k}={v:.4g}" for k, v in info.items() if isinstance(v, float))
+                print(f"[{pct:5.1f}%] {info.get('node', '')} {extra}".rstrip(), file=sys.stderr,
+                      flush=True)
+        return Progress(callback=log), lambda: None
+    from tqdm import tqdm
+    bar = tqdm(total=1000, unit="‰", file=sys.stderr, dynamic_ncols=True)
+
+    def draw(step, total, info):
+        bar.n = int(1000 * step / max(total, 1))
+        post = {k: f"{v:.4g}" for k, v in info.items() if isinstance(v, float)}
+        if "node" in info:
+            post["node"] = info["node"]
+        bar.set_postfix(post, refresh=False)
+        bar.refresh()
+    return Progress(callback=draw), bar.close
+
+
+def cmd_run(args) -> int:
+    from .engine import executor
+    from .engine.frames import parse_frames
+
+    if args.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["LIVELAYERS_OFFLINE"] = "1"
+    from .nodes import NODE_CLASS_MAPPINGS
+    from .engine.io import exr_is_complete
+
+    _install_signal_handlers()
+    try:
+        workflow = executor.load_workflow(args.graph)
+        overrides = dict(_override(o) for o in args.set or [])
+        frames = parse_frames(args.frames) if args.frames else None
+    except (executor.WorkflowError, ValueError) as e:
+        print(f"livelayers: {e}", file=sys.stderr)
+        return 2
+    progress, close = _terminal_progress(args.progress)
+    started = time.time()
+    try:
+        result = executor.run_workflow(workflow, NODE_CLASS_MAPPINGS, overrides=overrides,
+                                       frames=frames, progress=progress,
+                                       skip_complete=None if args.force else exr_is_complete)
+    except executor.WorkflowError as e:
+        close()
+        print(f"livelayers: {e}", file=sys.stderr)
+        return 2 if e.__cause__ is None else 1
+    except KeyboardInterrupt:
+        close()
+        print("livelayers: aborted", file=sys.stderr)
+        return EXIT_STOPPED
+    except Exception as e:
+        close()
+        from .engine.errors import Cancelled, LiveLayersError
+        if isinstance(e, Cancelled):
+            print(f"livelayers: stopped ({e}); nothing partial was written", file=sys.stderr)
+            return EXIT_STOPPED
+        if isinstance(e, LiveLayersError):
+            print(f"livelayers: {e}", file=sys.stderr)
+            return 1
+        raise
+    close()
+    if result.skipped_frames:
+        from .engine.frames import format_frames
+        print(f"livelayers: frames {format_frames(result.skipped_frames)} already written, skipped",
+              file=sys.stderr)
+    for path in result.written:
+        print(path)
+    # Exit 0 only when every expected output exists and is complete.
+    final = executor.apply_overrides(workflow, overrides)
+    if frames is not None:
+        final = executor.set_frames(final, NODE_CLASS_MAPPINGS, frames)
+    missing = [p for p in executor.expected_outputs(final, NODE_CLASS_MAPPINGS)
+               if not exr_is_complete(p)]
+    if missing:
+        print(f"livelayers: {len(missing)} expected output(s) missing: {', '.join(missing[:5])}",
+              file=sys.stderr)
+        return 1
+    print(f"livelayers: done in {time.time() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _override(text: str):
+    from .engine.executor import parse_override
+    node_id, name, value = parse_override(text)
+    return f"{node_id}.{name}", value
+
+
+def cmd_demo(args) -> int:
+    """Run examples/demo.json offline on the toy models; write a layered EXR."""
+    graph = PACKAGE_DIR / "examples" / "demo.json"
+    out = Path(args.out).resolve()
+    workflow = json.loads(graph.read_text())
+    sets = []
+    for node_id, node in workflow.items():
+        inputs = node.get("inputs", {})
+        for key in ("path", "image_path"):
+            value = inputs.get(key)
+            if isinstance(value, str) and value.startswith("examples/"):
+                sets.append(f"{node_id}.{key}={PACKAGE_DIR / value}")
+        if node.get("class_type") == "LL_SaveEXR":
+            sets.append(f"{node_id}.path={out / 'demo.####.exr'}")
+    ns = argparse.Namespace(graph=str(graph), set=sets, frames=None, offline=True,
+                            progress=args.progress, force=True)
+    return cmd_run(ns)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m livelayers",
+                                 description="LiveLayers: text-driven RGBA edit layers, headless.")
+    ap.add_argument("--version", action="version", version=f"livelayers {_version()}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run an API-format workflow headless",
+                         description="Run a ComfyUI API-format workflow with this pack's nodes. "
+                                     "Exit status 0 only when every output was written.")
+    run.add_argument("graph", help="workflow JSON (ComfyUI 'Export (API)' format)")
+    run.add_argument("--frames", help="Open Job Description range: 1001-1050, 1-9:2, 1,4,7; "
+                                      "sets every node's 'frames' input")
+    run.add_argument("--set", action="append", metavar="ID.input=value",
+                     help="override an input (value parsed as JSON when possible); repeatable")
+    run.add_argument("--offline", action="store_true", help="never download models")
+    run.add_argument("--progress", choices=["auto", "bar", "log", "openjd", "none"],
+                     default="auto", help="progress display (openjd: openjd_progress lines)")
+    run.add_argument("--force", action="store_true",
+                     help="recompute frames whose outputs already exist and are complete")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="run the bundled demo graph offline on the toy models")
+    demo.add_argument("--out", default="out/demo", help="folder for the layered EXR")
+    demo.add_argument("--progress", choices=["auto", "bar", "log", "none"], default="auto")
+    demo.set_defaults(func=cmd_demo)
+
+    for hook in _cli_hooks():
+        hook(sub)
+    return ap
+
+
+def _cli_hooks():
+    """Subcommands contributed by other parts (imported lazily, optional)."""
+    import importlib
+    import importlib.util
+    for module in ("engine.models.catalogue", "engine.farm", "ui.app"):
+        if importlib.util.find_spec(f".{module}", __package__) is None:
+            continue
+        try:
+            mod = importlib.import_module(f".{module}", __package__)
+        except ImportError:
+            if module == "ui.app":  # the panel needs Qt; the rest of the CLI must not
+                continue
+            raise
+        register = getattr(mod, "register_cli", None)
+        if register is not None:
+            yield register
+
+
+def _version() -> str:
+    try:
+        return json.loads((PACKAGE_DIR / "plugin.json").read_text())["version"]
+    except Exception:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

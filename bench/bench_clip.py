@@ -1,0 +1,79 @@
+"""Timings of the CLIP handle: open_clip's encode_image vs our manual
+image_forward (with and without attention maps), and a relevancy map.
+
+    python bench/bench_clip.py [--clip tests/assets/toy_clip] [--batch 8] [--repeat 5]
+
+Prints a table and ratios relative to encode_image. Numbers depend on the
+machine; they are never asserted in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from livelayers.engine.models.clip import load_clip
+from livelayers.engine.relevancy import relevancy_map
+
+
+def best_of(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clip", default=str(Path(__file__).resolve().parents[1] / "tests/assets/toy_clip"))
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    clip = load_clip(args.clip, device=args.device)
+    x = torch.rand(args.batch, 3, clip.image_size, clip.image_size, device=clip.device)
+    every = tuple(range(clip.n_blocks))
+
+    def enc():
+        with torch.no_grad():
+            clip.encode_image(x)
+
+    def fwd():
+        with torch.no_grad():
+            clip.image_forward(x)
+
+    def fwd_attn():
+        with torch.no_grad():
+            clip.image_forward(x, tokens_from=every, attention_from=every)
+
+    def enc_grad():
+        xi = x.clone().requires_grad_(True)
+        clip.encode_image(xi).sum().backward()
+
+    def rel_last():
+        relevancy_map(clip, x, "a red circle", blocks="last", batch_size=args.batch)
+
+    def rel_all():
+        relevancy_map(clip, x, "a red circle", blocks="all", batch_size=args.batch)
+
+    rows = [("encode_image (no grad)", enc), ("image_forward (no grad)", fwd),
+            ("image_forward + all tokens/attention", fwd_attn), ("encode_image + backward", enc_grad),
+            ("relevancy blocks=last", rel_last), ("relevancy blocks=all", rel_all)]
+    print(f"{clip!r}\nbatch {args.batch}, {args.threads} thread(s), best of {args.repeat}\n")
+    base = None
+    print(f"{'what':40s} {'ms/batch':>10s} {'ratio':>7s}")
+    for name, fn in rows:
+        t = best_of(fn, args.repeat)
+        base = base or t
+        print(f"{name:40s} {t * 1000:10.1f} {t / base:7.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Cost of running through the prompt panel vs calling the executor directly,
+and of the farm exports.
+
+    QT_QPA_PLATFORM=offscreen python bench/bench_panel.py [--steps 2000] [--repeat 3]
+
+A fake node reports ``--steps`` progress updates (a 64x64 preview every 10th,
+as the panel asks). Rows: the executor with a silent Progress; the executor
+with the panel's callback (QImage conversion + queued signals, no GUI); the
+whole panel (thread, signals delivered, widgets updated). Then the time to
+export a 100-frame job as OpenJD (with openjd.model validation) and as
+OpenCue XML. Prints a table and ratios; numbers depend on the machine and
+are never asserted in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PySide6.QtWidgets import QApplication
+
+from livelayers.engine import farm
+from livelayers.engine import progress as engine_progress
+from livelayers.engine.executor import run_workflow
+from livelayers.engine.progress import Progress
+
+
+class LL_BenchLoop:
+    """Fake trainer: ``steps`` updates with a loss, a preview when asked."""
+    RETURN_TYPES, RETURN_NAMES, FUNCTION, OUTPUT_NODE = (), (), "run", True
+    CATEGORY, DESCRIPTION = "LiveLayers/bench", "bench node"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"prompt": ("STRING", {"tooltip": "unused"}),
+                             "steps": ("INT", {"min": 1, "tooltip": "updates"})}}
+
+    def run(self, prompt, steps):
+        progress = engine_progress.current("bench")
+        image = torch.rand(1, 3, 64, 64)
+        for i in range(1, steps + 1):
+            info = {"loss": 1.0 / i}
+            if progress.wants_preview(i):
+                info["preview"] = image
+            progress.update(i, steps, **info)
+        return {"ui": {"written": []}, "result": ()}
+
+
+REGISTRY = {"LL_BenchLoop": LL_BenchLoop}
+
+
+def best_of(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    app = QApplication.instance() or QApplication([])
+    from livelayers.ui.panel import LiveLayersPanel
+    from livelayers.ui.worker import RunThread
+
+    wf = {"1": {"class_type": "LL_BenchLoop", "inputs": {"prompt": "a hat", "steps": args.steps}}}
+
+    def direct():
+        run_workflow(wf, REGISTRY, progress=Progress(preview_every=10))
+
+    thread = RunThread(wf, REGISTRY)  # its callback, called in this thread, no receivers
+
+    def callback_only():
+        run_workflow(wf, REGISTRY, progress=Progress(callback=thread._callback, preview_every=10))
+
+    panel = LiveLayersPanel(json.loads(json.dumps(wf)), registry=REGISTRY)
+
+    def through_panel():
+        outcome = []
+        panel.run_finished.connect(outcome.append)
+        panel.run()
+        while not outcome:
+            app.processEvents()
+        panel.run_finished.disconnect()
+
+    rows = [("executor, silent progress", best_of(direct, args.repeat)),
+            ("executor + panel callback (QImage, signals)", best_of(callback_only, args.repeat)),
+            ("whole panel (thread, GUI updates)", best_of(through_panel, args.repeat))]
+    base = rows[0][1]
+    print(f"{args.steps} progress updates, preview every 10th (64x64)")
+    print(f"{'':46s} {'s':>8s} {'us/update':>10s} {'ratio':>7s}")
+    for name, t in rows:
+        print(f"{name:46s} {t:8.3f} {1e6 * t / args.steps:10.1f} {t / base:7.2f}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = Path(tmp) / "graph.json"
+        graph.write_text(json.dumps(wf))
+        job = farm.make_job(graph, "1001-1100", 10, train_graph=graph)
+        t_jd = best_of(lambda: farm.export_openjd(job, Path(tmp) / "jd"), args.repeat)
+        t_cue = best_of(lambda: farm.export_opencue(job, Path(tmp) / "cue"), args.repeat)
+    print(f"\nexport 100 frames, chunk 10, train + render")
+    print(f"{'openjd (template + openjd.model validation)':46s} {t_jd:8.3f} s")
+    print(f"{'opencue (pyoutline spec XML)':46s} {t_cue:8.3f} s   ratio {t_cue / t_jd:.2f}")
+
+
+if __name__ == "__main__":
+    main()

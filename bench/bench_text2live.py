@@ -1,0 +1,175 @@
+"""Time one Text2LIVE training step: our batched step vs the reference design.
+
+    python bench/bench_text2live.py [--settings toy|reference] [--steps N] [--threads T]
+
+* ours: ``engine.text2live.trainer.loss_step``: all views of I_o and I_screen
+  plus I_o at CLIP size in ONE CLIP forward with gradient, the I_s side in one
+  forward without; relevancy computed once per run (not per step); autocast
+  on CUDA.
+* reference: the official code's design, fp32: every view of every loss its own
+  CLIP forward (the composition loss and the direction loss each draw and embed
+  their own 16 views of I_o, the direction loss embeds 16 views of I_s, the
+  screen loss 16 views of I_screen, the structure loss two more forwards) and
+  the relevancy map of the crop recomputed every step while bootstrapping.
+
+Settings: ``toy`` = toy-sized CLIP (64 px, 4 blocks), 128-px image, generator
+4 scales x 32 channels; ``reference`` = ViT-B/32-sized CLIP with random
+weights, 512-px crop, default generator (7 x 128), 16 views. Each design runs
+in its own subprocess so its peak memory (max RSS on CPU,
+torch.cuda.max_memory_allocated on GPU) is its own. Prints a table and ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def build(settings_name: str):
+    """(clip handle, image (1,3,H,W), Text2LIVESettings) for a settings name."""
+    import open_clip
+
+    from livelayers.engine.models.clip import handle_from_model
+    from livelayers.engine.text2live import GeneratorConfig, Text2LIVESettings
+    from livelayers.engine.toyworld import scenes
+    from livelayers.engine.toyworld.train_clip import build_model
+
+    torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if settings_name == "reference":
+        model = open_clip.create_model("ViT-B-32", pretrained=None)
+        size, gen_cfg = 512, GeneratorConfig()
+    else:
+        model = build_model()
+        size, gen_cfg = 128, GeneratorConfig(scales=4, channels_down=32, channels_up=32)
+    clip = handle_from_model(model, device=device, spec=settings_name)
+    rng = __import__("numpy").random.default_rng(0)
+    scene = scenes.random_scene(rng, n_objects=2, background="grass")
+    img, _ = scenes.render_scene(scene, size, supersample=1)
+    image = torch.from_numpy(img).permute(2, 0, 1)[None].to(device)
+    settings = Text2LIVESettings(views=16, resolution=0, generator=gen_cfg, relevancy_blocks="last")
+    return clip, image, settings
+
+
+def reference_loss(clip, generator, crop, texts, s, step, gen, roi_text):
+    """The official design: one CLIP forward per view and per loss, fp32, relevancy per step."""
+    from livelayers.engine.relevancy import relevancy_map
+    from livelayers.engine.text2live import losses as L
+    from livelayers.engine.text2live.augment import clip_views
+    from livelayers.engine.text2live.generator import split_rgba
+    from livelayers.engine.text2live.trainer import _template_subset, _to_clip_size
+
+    size, v, block = clip.image_size, s.views, clip.n_blocks - 2
+    colour, alpha = split_rgba(generator(crop))
+    comp = L.composite(colour, alpha, crop)
+    screen = L.green_screen(colour, alpha)
+
+    def embed_each(source, grad=True):
+        views = clip_views(source, v, size, gen, s.view_aug)
+        ctx = torch.enable_grad() if grad else torch.no_grad()
+        with ctx:
+            return torch.cat([clip.image_forward(views[i:i + 1]).embedding for i in range(v)])
+
+    clip_loss = L.clip_text_loss(embed_each(comp), _template_subset(texts.target, 0, gen))
+    src = embed_each(crop, grad=False)
+    dir_loss = L.direction_loss(embed_each(comp), src, texts.target, texts.roi)
+    screen_loss = L.clip_text_loss(embed_each(screen), texts.screen)
+    out_tok = clip.image_forward(_to_clip_size(comp, size), tokens_from=(block,)).tokens[block]
+    with torch.no_grad():
+        src_tok = clip.image_forward(_to_clip_size(crop, size), tokens_from=(block,)).tokens[block]
+    structure = L.structure_loss(out_tok, src_tok)
+    target = relevancy_map(clip, crop.detach(), roi_text, blocks="last")
+    boot = L.bootstrap_loss(_to_clip_size(alpha, size), _to_clip_size(target, size))
+    w = L.bootstrap_weight(step, s.bootstrap_weight, s.bootstrap_steps)
+    return (clip_loss + dir_loss + s.lambda_screen * screen_loss + s.lambda_structure * structure
+            + s.lambda_sparsity * L.sparsity_loss(alpha) + w * boot)
+
+
+def run_design(settings_name: str, design: str, steps: int) -> dict:
+    """Time ``steps`` training steps (after one warm-up) of one design, in this process."""
+    import madgrad
+
+    from livelayers.engine.device import autocast_dtype
+    from livelayers.engine.text2live.trainer import (_encode_texts, bootstrap_target, build_generator,
+                                                     loss_step)
+
+    clip, image, s = build(settings_name)
+    prompt, roi = "blue circle", "red circle"
+    if design == "reference":
+        clip.autocast = None  # the reference design runs fp32
+    texts = _encode_texts(clip, prompt, roi, None)
+    generator = build_generator(s, 0, image.device).train()
+    opt = madgrad.MADGRAD(generator.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    gen = torch.Generator().manual_seed(0)
+    amp = autocast_dtype(image.device, "auto")
+    t_setup = time.perf_counter()
+    target = bootstrap_target(clip, image, roi, None, "last") if design == "ours" else None
+    setup = time.perf_counter() - t_setup
+    times = []
+    for step in range(steps + 1):
+        if image.is_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        if design == "ours":
+            loss, _, _ = loss_step(clip, generator, image, target, texts, s, step, gen, amp)
+        else:
+            loss = reference_loss(clip, generator, image, texts, s, step, gen, roi)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if image.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    if image.is_cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        peak_kind = "cuda max allocated"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_kind = "max RSS"
+    step_times = times[1:] if steps >= 1 else times
+    return {"design": design, "settings": settings_name, "device": str(image.device),
+            "step_s": sum(step_times) / len(step_times), "first_step_s": times[0],
+            "setup_s": setup, "peak_mib": peak, "peak_kind": peak_kind,
+            "threads": torch.get_num_threads()}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--settings", choices=("toy", "reference"), default="toy")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps after one warm-up "
+                    "(default: 3 toy, 1 reference)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--design", choices=("ours", "reference"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    steps = args.steps if args.steps is not None else (3 if args.settings == "toy" else 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.design:  # child process: one design, JSON on the last line
+        print(json.dumps(run_design(args.settings, args.design, steps)))
+        return
+    rows = []
+    for design in ("ours", "reference"):
+        cmd = [sys.executable, os.path.abspath(__file__), "--settings", args.settings,
+               "--steps", str(steps), "--threads", str(args.threads), "--design", design]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    print(f"Text2LIVE step, settings={args.settings}, device={rows[0]['device']}, "
+          f"threads={rows[0]['threads']}, timed steps={steps} (+1 warm-up)")
+    print(f"{'design':<11}{'step s':>10}{'1st step s':>12}{'setup s':>10}{'peak MiB':>11}  ({rows[0]['peak_kind']})")
+    for r in rows:
+        print(f"{r['design']:<11}{r['step_s']:>10.3f}{r['first_step_s']:>12.3f}{r['setup_s']:>10.3f}"
+              f"{r['peak_mib']:>11.0f}")
+    ours, ref = rows
+    print(f"speed-up (reference step / ours): {ref['step_s'] / ours['step_s']:.2f}x")
+    print(f"memory ratio (reference / ours):  {ref['peak_mib'] / ours['peak_mib']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

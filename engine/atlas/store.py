@@ -1,0 +1,201 @@
+"""The LL_ATLAS handle: trained fields + everything needed to render them,
+saved as one safetensors file with a JSON header.
+
+The file holds the five fields' weights, the settings, the clip's frame
+count, size and frame numbers, the atlas UV boxes, a format version and a
+SHA-256 of the tensor bytes. ``load_atlas`` rejects anything else with a
+``CorruptFileError`` that names the problem.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..atomic import atomic_path
+from ..errors import CorruptFileError, InputError
+from .coords import ClipGeometry
+from .fields import UV_SCALE, AtlasFields, AtlasSettings
+
+KIND = "livelayers.atlas"
+FORMAT_VERSION = 1
+LAYERS = ("fg", "bg")
+
+
+def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Atlas:
+    """A trained decomposition. ``boxes[layer] = (u0, v0, u1, v1)``: the part
+    of UV space each atlas image covers (fg: where α ≥ 0.05 was seen; bg: all
+    of the clip), with a small margin."""
+    fields: AtlasFields
+    settings: AtlasSettings
+    geometry: ClipGeometry
+    frame_numbers: list[int]
+    boxes: dict[str, tuple[float, float, float, float]]
+    info: dict = field(default_factory=dict)
+    _maps: dict = field(default_factory=dict, repr=False)  # frame index → (uv_fg, uv_bg, alpha)
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_training(cls, fields, settings, geometry, frame_numbers, seed, fingerprint, train_psnr):
+        atlas = cls(fields, settings, geometry, list(frame_numbers), boxes={},
+                    info={"seed": seed, "fingerprint": fingerprint, "train_psnr": train_psnr})
+        atlas.boxes = atlas._measure_boxes()
+        return atlas
+
+    def _measure_boxes(self) -> dict[str, tuple[float, float, float, float]]:
+        lo = {k: torch.full((2,), math.inf) for k in LAYERS}
+        hi = {k: torch.full((2,), -math.inf) for k in LAYERS}
+        for t in range(self.geometry.n_frames):
+            uv_f, uv_b, a = self.frame_maps([t])
+            seen = a[0, 0].reshape(-1) >= 0.05
+            for k, uv in (("fg", uv_f[0].reshape(2, -1)[:, seen]), ("bg", uv_b[0].reshape(2, -1))):
+                if uv.shape[1]:
+                    lo[k] = torch.minimum(lo[k], uv.min(1).values)
+                    hi[k] = torch.maximum(hi[k], uv.max(1).values)
+        margin = 2 * self.geometry.unit_per_pixel * UV_SCALE  # two frame pixels
+        boxes = {}
+        for k in LAYERS:
+            if not torch.isfinite(lo[k]).all():  # no foreground anywhere: the whole UV square
+                boxes[k] = (-1.0, -1.0, 1.0, 1.0)
+            else:
+                boxes[k] = (float(lo[k][0] - margin), float(lo[k][1] - margin),
+                            float(hi[k][0] + margin), float(hi[k][1] + margin))
+        return boxes
+
+    # ------------------------------------------------------------ frames
+    @property
+    def n_frames(self) -> int:
+        return self.geometry.n_frames
+
+    def indices(self, frames: list[int] | None, node: str, input_name: str = "frames") -> list[int]:
+        """Frame numbers (None = all) → indices into the clip."""
+        if frames is None:
+            return list(range(self.n_frames))
+        where = {f: i for i, f in enumerate(self.frame_numbers)}
+        missing = [f for f in frames if f not in where]
+        if missing:
+            from ..frames import format_frames
+            raise InputError(node, input_name, f"asks for frames {format_frames(missing)} that the "
+                             "atlas was not trained on",
+                             f"frames {format_frames(self.frame_numbers)}")
+        return [where[f] for f in frames]
+
+    def check_plate(self, plate: torch.Tensor, n_expected: int, node: str, input_name: str) -> None:
+        """A plate ``(K, 3, H, W)`` must have the atlas's frame size and ``n_expected`` frames."""
+        g = self.geometry
+        if tuple(plate.shape[-2:]) != (g.height, g.width):
+            raise InputError(node, input_name, f"is {plate.shape[-1]}x{plate.shape[-2]} pixels, "
+                             f"but the atlas was trained on {g.width}x{g.height} frames",
+                             f"{g.width}x{g.height} frames (nothing is resized)")
+        if plate.shape[0] != n_expected:
+            raise InputError(node, input_name, f"holds {plate.shape[0]} frames",
+                             f"{n_expected} (the frames being rendered)")
+
+    @torch.no_grad()
+    def frame_maps(self, indices: list[int], chunk: int = 1 << 16):
+        """Per-frame fields: ``uv_fg (K,2,H,W)``, ``uv_bg (K,2,H,W)``, ``alpha (K,1,H,W)``
+        (cached per frame in memory; evaluated in chunks of points)."""
+        g = self.geometry
+        dev = next(self.fields.parameters()).device
+        for t in indices:
+            if t in self._maps:
+                continue
+            xyt = g.frame_grid(t, dev)
+            parts = []
+            for s in range(0, xyt.shape[0], chunk):
+                p = xyt[s:s + chunk]
+                parts.append(torch.cat([self.fields.uv_fg(p), self.fields.uv_bg(p),
+                                        self.fields.alpha(p)], 1))
+            m = torch.cat(parts).T.reshape(5, g.height, g.width).cpu()
+            self._maps[t] = (m[0:2], m[2:4], m[4:5])
+        uv_f, uv_b, a = zip(*(self._maps[t] for t in indices))
+        return torch.stack(uv_f), torch.stack(uv_b), torch.stack(a)
+
+    @torch.no_grad()
+    def reconstruct(self, indices: list[int]) -> torch.Tensor:
+        """The decomposition's own rendering of the frames, ``(K, 3, H, W)``."""
+        g = self.geometry
+        uv_f, uv_b, a = self.frame_maps(indices)
+        c_f = self.fields.rgb_fg(uv_f.permute(0, 2, 3, 1).reshape(-1, 2))
+        c_b = self.fields.rgb_bg(uv_b.permute(0, 2, 3, 1).reshape(-1, 2))
+        k = len(indices)
+        c_f = c_f.reshape(k, g.height, g.width, 3).permute(0, 3, 1, 2)
+        c_b = c_b.reshape(k, g.height, g.width, 3).permute(0, 3, 1, 2)
+        return a * c_f + (1 - a) * c_b
+
+    # ------------------------------------------------------------ save / load
+    def header(self) -> dict[str, str]:
+        g = self.geometry
+        return {"kind": KIND, "format_version": str(FORMAT_VERSION),
+                "settings": json.dumps(self.settings.to_dict(), sort_keys=True),
+                "n_frames": str(g.n_frames), "height": str(g.height), "width": str(g.width),
+                "frame_numbers": json.dumps(self.frame_numbers),
+                "boxes": json.dumps(self.boxes), "info": json.dumps(self.info)}
+
+
+def save_atlas(atlas: Atlas, path: str | Path) -> Path:
+    """Write the atlas atomically as safetensors (+ JSON header with a digest)."""
+    from safetensors.torch import save_file
+    tensors = {f"fields.{k}": v.detach().cpu().contiguous() for k, v in atlas.fields.state_dict().items()}
+    meta = atlas.header()
+    meta["sha256"] = _tensor_digest(tensors)
+    path = Path(path)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # truncated, garbage, not safetensors
+        raise CorruptFileError(f"{path}: not a readable atlas file (safetensors: {e})") from e
+    return tensors, meta
+
+
+def load_atlas(path: str | Path, device: str | torch.device = "cpu") -> Atlas:
+    """Load and check an atlas file; ``CorruptFileError`` names what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no atlas file there (LL_AtlasDecompose writes one to its atlas_path)")
+    tensors, meta = _read(path)
+    if meta.get("kind") != KIND:
+        raise CorruptFileError(f"{path}: file kind is {meta.get('kind')!r}, expected {KIND!r} "
+                               "(not a LiveLayers atlas)")
+    if meta.get("format_version") != str(FORMAT_VERSION):
+        raise CorruptFileError(f"{path}: atlas format version {meta.get('format_version')!r}; this "
+                               f"LiveLayers reads version {FORMAT_VERSION} (re-run LL_AtlasDecompose)")
+    if meta.get("sha256") != _tensor_digest(tensors):
+        raise CorruptFileError(f"{path}: weights do not match the file's sha256 (damaged file)")
+    try:
+        settings = AtlasSettings.from_dict(json.loads(meta["settings"]))
+        geometry = ClipGeometry(int(meta["n_frames"]), int(meta["height"]), int(meta["width"]))
+        frame_numbers = [int(f) for f in json.loads(meta["frame_numbers"])]
+        boxes = {k: tuple(float(x) for x in v) for k, v in json.loads(meta["boxes"]).items()}
+        info = json.loads(meta.get("info", "{}"))
+        fields = AtlasFields(settings)
+        fields.load_state_dict({k[len("fields."):]: v for k, v in tensors.items()}, strict=True)
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise CorruptFileError(f"{path}: atlas header or weights are inconsistent ({e})") from e
+    if len(frame_numbers) != geometry.n_frames or set(boxes) != set(LAYERS):
+        raise CorruptFileError(f"{path}: header lists {len(frame_numbers)} frame numbers for "
+                               f"{geometry.n_frames} frames, boxes {sorted(boxes)}")
+    fields.eval()
+    return Atlas(fields.to(device), settings, geometry, frame_numbers, boxes, info)

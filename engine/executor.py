@@ -1,0 +1,362 @@
+"""Headless executor for ComfyUI API-format workflows.
+
+A workflow is ``{"id": {"class_type": "LL_…", "inputs": {name: value or
+["other_id", output_index]}}}``. The executor is handed the node registry
+(``NODE_CLASS_MAPPINGS``) by its caller, so engine/ never imports nodes/.
+
+It follows ComfyUI's classic contract (INPUT_TYPES, RETURN_TYPES, FUNCTION,
+OUTPUT_NODE, VALIDATE_INPUTS) and its rules: required inputs must be present,
+only output nodes and their ancestors run, in dependency order. Everything is
+validated before anything runs, and the first problem found is reported as one
+``WorkflowError`` naming the node id, its class and the input.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import progress as progress_mod
+from .errors import LiveLayersError
+from .frames import format_frames
+
+Registry = dict[str, type]
+PRIMITIVE_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+
+
+class WorkflowError(LiveLayersError, ValueError):
+    """A workflow that cannot run; says which node, class and input."""
+
+    def __init__(self, message: str, node_id: str | None = None, class_type: str | None = None,
+                 input_name: str | None = None):
+        self.node_id, self.class_type, self.input_name = node_id, class_type, input_name
+        where = []
+        if node_id is not None:
+            where.append(f"node {node_id}")
+        if class_type:
+            where.append(f"({class_type})")
+        if input_name:
+            where.append(f"input '{input_name}'")
+        super().__init__(f"{' '.join(where)}: {message}" if where else message)
+
+
+@dataclass
+class RunResult:
+    outputs: dict[str, dict] = field(default_factory=dict)  # output node id -> its "ui" dict
+    written: list[str] = field(default_factory=list)  # files the output nodes wrote
+    skipped_frames: list[int] = field(default_factory=list)  # already complete on disk
+    executed: list[str] = field(default_factory=list)  # node ids, in order
+
+
+# --------------------------------------------------------------------------- loading
+
+def load_workflow(path: str | Path) -> dict:
+    """Read an API-format workflow JSON (also accepts ``{"prompt": {...}}``)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WorkflowError(f"workflow file {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise WorkflowError(f"workflow file {path} is not valid JSON ({e})") from None
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
+        data = data["prompt"]
+    if isinstance(data, dict) and "nodes" in data and "links" in data:
+        raise WorkflowError(f"{path} is a ComfyUI UI-format workflow; save it with "
+                            "'Export (API)' to get the API format this runner takes")
+    if not isinstance(data, dict):
+        raise WorkflowError(f"{path} must hold a JSON object of nodes")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"12.steps=200"`` → ("12", "steps", 200). Values parse as JSON when they can."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise WorkflowError(f"--set {text!r} must look like NODE_ID.input=value")
+    target, raw = text.split("=", 1)
+    node_id, input_name = target.split(".", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return node_id, input_name, value
+
+
+def apply_overrides(workflow: dict, overrides: dict[str, Any] | None) -> dict:
+    """A copy of ``workflow`` with ``{"id.input": value}`` applied."""
+    wf = copy.deepcopy(workflow)
+    for target, value in (overrides or {}).items():
+        node_id, input_name = target.split(".", 1)
+        if node_id not in wf:
+            raise WorkflowError(f"--set names node {node_id}, which is not in the workflow "
+                                f"(nodes: {', '.join(sorted(wf))})")
+        wf[node_id].setdefault("inputs", {})[input_name] = value
+    return wf
+
+
+# --------------------------------------------------------------------------- validation
+
+def _is_link(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
+            and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+def _input_specs(cls: type) -> dict[str, tuple[str, Any, dict]]:
+    """name -> (section, type, options) from INPUT_TYPES()."""
+    spec = cls.INPUT_TYPES()
+    out = {}
+    for section in ("required", "optional", "hidden"):
+        for name, entry in (spec.get(section) or {}).items():
+            if isinstance(entry, (tuple, list)):
+                typ = entry[0]
+                opts = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+            else:
+                typ, opts = entry, {}
+            out[name] = (section, typ, opts)
+    return out
+
+
+def _check_literal(value: Any, typ: Any, opts: dict, where: dict) -> None:
+    def fail(msg: str) -> None:
+        raise WorkflowError(msg, **where)
+
+    if isinstance(typ, (list, tuple)):  # combo
+        if value not in typ:
+            fail(f"value {value!r} is not one of {list(typ)}")
+        return
+    if typ == "INT":
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail(f"value {value!r} is not an integer")
+    elif typ == "FLOAT":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail(f"value {value!r} is not a number")
+    elif typ == "STRING":
+        if not isinstance(value, str):
+            fail(f"value {value!r} is not a string")
+    elif typ == "BOOLEAN":
+        if not isinstance(value, bool):
+            fail(f"value {value!r} is not true/false")
+    else:
+        fail(f"needs a link from a node that outputs {typ}, got the value {value!r}")
+    if typ in ("INT", "FLOAT"):
+        lo, hi = opts.get("min"), opts.get("max")
+        if lo is not None and value < lo:
+            fail(f"value {value} is below the minimum {lo}")
+        if hi is not None and value > hi:
+            fail(f"value {value} is above the maximum {hi}")
+
+
+def _types_compatible(out_type: Any, in_type: Any) -> bool:
+    if isinstance(in_type, (list, tuple)):  # a combo accepts a STRING/COMBO output
+        return out_type in ("STRING", "COMBO", "*") or isinstance(out_type, (list, tuple))
+    if "*" in (out_type, in_type):
+        return True
+    outs = {t.strip() for t in str(out_type).split(",")}
+    ins = {t.strip() for t in str(in_type).split(",")}
+    return bool(outs & ins)
+
+
+def validate_workflow(workflow: dict, registry: Registry) -> list[str]:
+    """Check the whole workflow; return the ids to execute, in dependency order.
+
+    Raises ``WorkflowError`` for: an unknown class, a missing required input,
+    an unknown input name, a value of the wrong type or out of range, a link
+    to a missing node or output, a link whose types do not match, a cycle,
+    a failing ``VALIDATE_INPUTS``, or no output node at all.
+    """
+    if not isinstance(workflow, dict) or not workflow:
+        raise WorkflowError("the workflow is empty")
+    for node_id, node in workflow.items():
+        _validate_node(str(node_id), node, workflow, registry)
+    outputs = [nid for nid, node in workflow.items()
+               if getattr(registry[node["class_type"]], "OUTPUT_NODE", False)]
+    if not outputs:
+        raise WorkflowError("the workflow has no output node (e.g. LL_SaveEXR), so nothing would run")
+    return _execution_order(workflow, outputs)
+
+
+def _validate_node(node_id: str, node: Any, workflow: dict, registry: Registry) -> None:
+    if not isinstance(node, dict) or "class_type" not in node:
+        raise WorkflowError("must be an object with 'class_type' and 'inputs'", node_id)
+    class_type = node["class_type"]
+    if class_type not in registry:
+        known = ", ".join(sorted(registry))
+        raise WorkflowError(f"unknown node class {class_type!r}; this pack provides: {known}",
+                            node_id, class_type)
+    cls = registry[class_type]
+    specs = _input_specs(cls)
+    inputs = node.get("inputs") or {}
+    for name, (section, _, _) in specs.items():
+        if section == "required" and name not in inputs:
+            raise WorkflowError("required input is missing", node_id, class_type, name)
+    literals = {}
+    for name, value in inputs.items():
+        where = dict(node_id=node_id, class_type=class_type, input_name=name)
+        if name not in specs:
+            raise WorkflowError(f"is not an input of {class_type}; its inputs are: "
+                                f"{', '.join(specs)}", **where)
+        _, typ, opts = specs[name]
+        if _is_link(value):
+            src_id, idx = str(value[0]), value[1]
+            if src_id not in workflow:
+                raise WorkflowError(f"links to node {src_id}, which is not in the workflow", **where)
+            src_class = workflow[src_id].get("class_type")
+            if src_class not in registry:
+                continue  # reported when that node is validated
+            returns = registry[src_class].RETURN_TYPES
+            if not 0 <= idx < len(returns):
+                raise WorkflowError(f"links to output {idx} of node {src_id} ({src_class}), "
+                                    f"which has {len(returns)} outputs", **where)
+            if not _types_compatible(returns[idx], typ):
+                raise WorkflowError(f"expects {typ} but is linked to output {idx} of node {src_id} "
+                                    f"({src_class}), which is {returns[idx]}", **where)
+        else:
+            _check_literal(value, typ, opts, where)
+            literals[name] = value
+    validate = getattr(cls, "VALIDATE_INPUTS", None)
+    if validate is not None:
+        wanted = inspect.signature(validate).parameters
+        takes_all = any(p.kind is p.VAR_KEYWORD for p in wanted.values())
+        args = {k: v for k, v in literals.items() if takes_all or k in wanted}
+        verdict = validate(**args)
+        if verdict is not True:
+            raise WorkflowError(str(verdict), node_id, class_type)
+
+
+def _links_of(node: dict) -> list[str]:
+    return [str(v[0]) for v in (node.get("inputs") or {}).values() if _is_link(v)]
+
+
+def _execution_order(workflow: dict, outputs: list[str]) -> list[str]:
+    """Depth-first topological order of ``outputs`` and their ancestors."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+
+    def visit(nid: str, path: list[str]) -> None:
+        if state.get(nid) == 2:
+            return
+        if state.get(nid) == 1:
+            cycle = path[path.index(nid):] + [nid]
+            raise WorkflowError(f"the workflow has a cycle: {' -> '.join(cycle)}", nid,
+                                workflow[nid].get("class_type"))
+        state[nid] = 1
+        for dep in _links_of(workflow[nid]):
+            visit(dep, path + [nid])
+        state[nid] = 2
+        order.append(nid)
+
+    for nid in sorted(outputs, key=_sort_key):
+        visit(nid, [])
+    return order
+
+
+def _sort_key(node_id: str):
+    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+
+
+# --------------------------------------------------------------------------- frames
+
+def set_frames(workflow: dict, registry: Registry, frames: list[int]) -> dict:
+    """Set the literal ``frames`` input of every node that declares one."""
+    wf = copy.deepcopy(workflow)
+    expr = format_frames(frames)
+    for node in wf.values():
+        cls = registry.get(node.get("class_type"))
+        if cls is None or "frames" not in _input_specs(cls):
+            continue
+        if not _is_link(node.get("inputs", {}).get("frames")):
+            node.setdefault("inputs", {})["frames"] = expr
+    return wf
+
+
+def expected_outputs(workflow: dict, registry: Registry) -> list[str]:
+    """Files the output nodes will write, for those that can say (LL_OUTPUT_PATHS)."""
+    paths: list[str] = []
+    for node in workflow.values():
+        cls = registry.get(node.get("class_type"))
+        lister = getattr(cls, "LL_OUTPUT_PATHS", None)
+        if lister is None or not getattr(cls, "OUTPUT_NODE", False):
+            continue
+        literals = {k: v for k, v in (node.get("inputs") or {}).items() if not _is_link(v)}
+        paths.extend(str(p) for p in lister(**literals))
+    return paths
+
+
+def frames_to_run(workflow: dict, registry: Registry, frames: list[int],
+                  is_complete: Callable[[str], bool]) -> tuple[list[int], list[int]]:
+    """Split ``frames`` into (to run, already complete on disk)."""
+    todo, done = [], []
+    for f in frames:
+        paths = expected_outputs(set_frames(workflow, registry, [f]), registry)
+        if paths and all(is_complete(p) for p in paths):
+            done.append(f)
+        else:
+            todo.append(f)
+    return todo, done
+
+
+# --------------------------------------------------------------------------- running
+
+def _node_progress(outer: progress_mod.Progress, index: int, count: int,
+                   class_type: str) -> progress_mod.Progress:
+    """Map a node's own step/total onto the whole run's fraction."""
+    def callback(step: int, total: int, info: dict) -> None:
+        fraction = (index + (step / total if total else 0.0)) / count
+        if outer.callback is not None:
+            outer.callback(int(fraction * 1000), 1000, dict(info, node=class_type))
+
+    return progress_mod.Progress(callback=callback, should_stop=outer.should_stop,
+                                 preview_every=outer.preview_every, label=class_type)
+
+
+def _call_node(cls: type, kwargs: dict) -> tuple[tuple, dict | None]:
+    instance = cls()
+    result = getattr(instance, cls.FUNCTION)(**kwargs)
+    if isinstance(result, dict):
+        return tuple(result.get("result", ())), result.get("ui")
+    return tuple(result), None
+
+
+def run_workflow(workflow: dict, registry: Registry, *, overrides: dict[str, Any] | None = None,
+                 frames: list[int] | None = None, progress: progress_mod.Progress | None = None,
+                 skip_complete: Callable[[str], bool] | None = None) -> RunResult:
+    """Validate, then execute the output nodes and their ancestors.
+
+    ``frames`` sets every node's ``frames`` input (the farm chunk). With
+    ``skip_complete`` (a predicate "this file is already fully written"),
+    frames whose every output is complete are not computed again.
+    """
+    progress = progress or progress_mod.Progress()
+    wf = apply_overrides(workflow, overrides)
+    result = RunResult()
+    if frames is not None:
+        if skip_complete is not None:
+            frames, result.skipped_frames = frames_to_run(wf, registry, frames, skip_complete)
+            if not frames:
+                return result
+        wf = set_frames(wf, registry, frames)
+    order = validate_workflow(wf, registry)
+    values: dict[str, tuple] = {}
+    for index, nid in enumerate(order):
+        progress.check()
+        node = wf[nid]
+        cls = registry[node["class_type"]]
+        kwargs = {k: (values[str(v[0])][v[1]] if _is_link(v) else v)
+                  for k, v in (node.get("inputs") or {}).items()}
+        node_progress = _node_progress(progress, index, len(order), node["class_type"])
+        with progress_mod.use(node_progress):
+            try:
+                values[nid], ui = _call_node(cls, kwargs)
+            except LiveLayersError:
+                raise
+            except Exception as e:
+                raise WorkflowError(f"failed: {type(e).__name__}: {e}", nid, node["class_type"]) from e
+        result.executed.append(nid)
+        if ui is not None:
+            result.outputs[nid] = ui
+            result.written.extend(str(p) for p in ui.get("written", []))
+        progress.update(int((index + 1) * 1000 / len(order)), 1000, node=node["class_type"])
+    return result

@@ -1,0 +1,390 @@
+"""Text2LIVE image training: one generator per (image, prompt).
+
+``train_text2live(clip, image, prompt, roi_text=...)`` trains a
+``SkipGenerator`` so that its RGBA edit layer, composited over the image,
+matches the prompt (CLIP), keeps the image's structure, stays sparse, and
+(early on) sits where the ROI text's relevancy map (or a user mask) says.
+
+One step:
+
+1. a training crop I_s of the (resized) image (``augment.training_crop``);
+   every ``whole_every`` steps the whole image, unaugmented;
+2. the generator gives colour C and alpha α; I_o = α·C + (1−α)·I_s,
+   I_screen = α·C + (1−α)·G;
+3. ONE CLIP forward with gradient for all views of I_o and I_screen plus
+   I_o at CLIP size (its tokens feed the structure loss); ONE forward
+   without gradient for the views of I_s plus I_s at CLIP size;
+4. the weighted loss (``losses.py``), MADGRAD step, lr decay.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..device import autocast_dtype, pick_device
+from ..errors import Cancelled, InputError
+from ..progress import Progress, ensure
+from . import losses as L
+from .augment import clip_views, training_crop
+from .generator import SkipGenerator, save_generator, split_rgba
+from .settings import SCREEN_TEMPLATES, TEMPLATES, Text2LIVESettings
+
+CHECKPOINT_KIND = "text2live"
+CHECKPOINT_VERSION = 1
+GENERATOR_FILE = "generator.safetensors"
+LOSS_NAMES = ("total", "clip", "direction", "screen", "structure", "sparsity", "bootstrap")
+
+
+@dataclass
+class TrainResult:
+    """What ``train_text2live`` returns.
+
+    generator: trained ``SkipGenerator`` in eval mode (BN statistics of the whole image).
+    losses: {name: [value per step]} for every name in ``LOSS_NAMES``.
+    relevancy: (1, 1, H, W) the bootstrap target at the input's size (relevancy
+        map or the user mask), or None when bootstrapping was off.
+    steps: the number of steps trained in total (including resumed ones).
+    """
+    generator: SkipGenerator
+    losses: dict[str, list[float]] = field(default_factory=dict)
+    relevancy: torch.Tensor | None = None
+    steps: int = 0
+
+
+@dataclass
+class _Texts:
+    """Text embeddings of one run: (T, D) each."""
+    target: torch.Tensor
+    roi: torch.Tensor | None
+    screen: torch.Tensor
+
+
+# --------------------------------------------------------------------------- preparation
+
+def screen_texts(prompt: str, screen_text: str | None) -> list[str]:
+    """The green-screen texts: derived from the prompt unless given."""
+    if screen_text:
+        return [screen_text]
+    return [t.format(prompt) for t in SCREEN_TEMPLATES]
+
+
+def _encode_texts(clip, prompt: str, roi_text: str | None, screen_text: str | None) -> _Texts:
+    target = clip.encode_text([t.format(prompt) for t in TEMPLATES])
+    roi = clip.encode_text([t.format(roi_text) for t in TEMPLATES]) if roi_text else None
+    return _Texts(target, roi, clip.encode_text(screen_texts(prompt, screen_text)))
+
+
+def training_image(image: torch.Tensor, resolution: int) -> torch.Tensor:
+    """The image the internal dataset draws from: short side -> ``resolution``
+    (antialiased bilinear; 0 keeps the input). ``(1, 3, H, W)`` -> ``(1, 3, h, w)``."""
+    if resolution <= 0:
+        return image
+    h, w = image.shape[-2:]
+    k = resolution / min(h, w)
+    size = (max(1, round(h * k)), max(1, round(w * k)))
+    if size == (h, w):
+        return image
+    return F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def bootstrap_target(clip, image: torch.Tensor, roi_text: str | None, mask: torch.Tensor | None,
+                     blocks: str) -> torch.Tensor | None:
+    """The bootstrap target at ``image``'s size ``(1, 1, h, w)``: the user mask
+    (resized to the training image) or the relevancy map of ``roi_text`` on the image."""
+    h, w = image.shape[-2:]
+    if mask is not None:
+        target = mask.float()
+    elif roi_text:
+        from ..relevancy import relevancy_map
+        target = relevancy_map(clip, image.to(clip.device), roi_text, blocks=blocks,
+                               progress=Progress()).float().cpu()  # no bar of its own
+    else:
+        return None
+    if tuple(target.shape[-2:]) != (h, w):
+        target = F.interpolate(target, size=(h, w), mode="bilinear", align_corners=False)
+    return target.clamp(0, 1)
+
+
+def _fingerprint(image, mask, prompt, roi_text, screen_text, settings, seed) -> str:
+    """Identifies a run, so a run_dir is never resumed with different inputs."""
+    h = hashlib.sha256()
+    h.update(image.detach().cpu().float().contiguous().numpy().tobytes())
+    if mask is not None:
+        h.update(mask.detach().cpu().float().contiguous().numpy().tobytes())
+    keep = {k: v for k, v in settings.__dict__.items() if k not in ("steps", "checkpoint_every",
+                                                                    "device")}
+    h.update(repr((prompt, roi_text, screen_text, seed, sorted(keep.items(), key=str))).encode())
+    return h.hexdigest()
+
+
+def _uses_ops(settings: Text2LIVESettings) -> dict[str, bool]:
+    return {"screen": settings.lambda_screen > 0, "structure": settings.lambda_structure > 0}
+
+
+# --------------------------------------------------------------------------- one step
+
+def _template_subset(texts: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """A random subset of template embeddings ``(k, D)``: ``n`` of them, or
+    (n = 0, official) a random number 1..T drawn with replacement."""
+    t = texts.shape[0]
+    k = n if n > 0 else int(torch.randint(1, t + 1, (1,), generator=gen))
+    idx = torch.randint(t, (k,), generator=gen)
+    return texts[idx]
+
+
+def _to_clip_size(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The whole image squeezed to the CLIP input size (for the structure tokens)."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def loss_step(clip, generator: SkipGenerator, crop: torch.Tensor, target: torch.Tensor | None,
+              texts: _Texts, settings: Text2LIVESettings, step: int, gen: torch.Generator,
+              amp: torch.dtype | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """The Text2LIVE objective on one crop.
+
+    crop ``(1, 3, h, w)``; target ``(1, 1, h, w)`` bootstrap target or None.
+    Returns (loss scalar with graph, {name: float}, composite ``(1, 3, h, w)``).
+    """
+    s = settings
+    size, v = clip.image_size, s.views
+    block = clip.n_blocks - 2 if clip.n_blocks >= 2 else 0
+    use = _uses_ops(s)
+    autocast = torch.autocast(crop.device.type, dtype=amp) if amp else contextlib.nullcontext()
+    with autocast:
+        colour, alpha = split_rgba(generator(crop))
+    colour, alpha = colour.float(), alpha.float()
+    comp = L.composite(colour, alpha, crop)
+
+    # --- source side: once per step, no gradient
+    with torch.no_grad():
+        src_batch = clip_views(crop, v, size, gen, s.view_aug)
+        if use["structure"]:
+            src_batch = torch.cat([src_batch, _to_clip_size(crop, size)])
+        src = clip.image_forward(src_batch, tokens_from=(block,) if use["structure"] else ())
+        src_emb = src.embedding[:v]
+
+    # --- output side: every view of I_o and I_screen + I_o at CLIP size, one forward
+    sources = [comp]
+    if use["screen"]:
+        sources.append(L.green_screen(colour, alpha))
+    batch = clip_views(torch.cat(sources), v, size, gen, s.view_aug)
+    if use["structure"]:
+        batch = torch.cat([batch, _to_clip_size(comp, size)])
+    out = clip.image_forward(batch, tokens_from=(block,) if use["structure"] else ())
+    out_emb = out.embedding[:v]
+
+    target_sub = _template_subset(texts.target, s.templates_per_step, gen)
+    terms: dict[str, torch.Tensor] = {}
+    terms["clip"] = L.clip_text_loss(out_emb, target_sub, s.distance)
+    zero = comp.new_zeros(())
+    terms["direction"] = (L.direction_loss(out_emb, src_emb, texts.target, texts.roi)
+                          if s.direction and texts.roi is not None else zero)
+    if use["screen"]:
+        screen_sub = _template_subset(texts.screen, s.templates_per_step, gen) \
+            if texts.screen.shape[0] > 1 else texts.screen
+        terms["screen"] = L.clip_text_loss(out.embedding[v:2 * v], screen_sub, s.distance)
+    else:
+        terms["screen"] = zero
+    terms["structure"] = (L.structure_loss(out.tokens[block][-1:], src.tokens[block][-1:])
+                          if use["structure"] else zero)
+    terms["sparsity"] = L.sparsity_loss(alpha, s.lambda_l1, s.lambda_l0)
+    w_boot = L.bootstrap_weight(step, s.bootstrap_weight, s.bootstrap_steps)
+    terms["bootstrap"] = (L.bootstrap_loss(_to_clip_size(alpha, size), _to_clip_size(target, size))
+                          if target is not None and w_boot > 0 else zero)
+
+    total = (s.lambda_comp * (terms["clip"] + terms["direction"])
+             + s.lambda_screen * terms["screen"]
+             + s.lambda_structure * terms["structure"]
+             + s.lambda_sparsity * terms["sparsity"]
+             + w_boot * terms["bootstrap"])
+    record = {k: float(t.detach()) for k, t in terms.items()}
+    record["total"] = float(total.detach())
+    return total, record, comp.detach()
+
+
+# --------------------------------------------------------------------------- training
+
+def _lr_at(step: int, s: Text2LIVESettings) -> float:
+    """lr ← max(min_lr, decay·lr) after every step: the value used at ``step``."""
+    return max(s.min_lr, s.lr * s.lr_decay ** step)
+
+
+def _validate(image: torch.Tensor, prompt: str, mask: torch.Tensor | None, node: str) -> None:
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[:2] != (1, 3):
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise InputError(node, "image", f"has shape {shape}", "one RGB image (1, 3, H, W)")
+    h, w = image.shape[-2:]
+    if min(h, w) < 32:
+        raise InputError(node, "image", f"is {w}x{h} pixels", "both sides >= 32")
+    if not prompt or not prompt.strip():
+        raise InputError(node, "prompt", "is empty", "a text describing the edit, e.g. 'blue circle'")
+    if mask is not None and tuple(mask.shape) != (1, 1, h, w):
+        raise InputError(node, "bootstrap_mask", f"has shape {tuple(mask.shape)}",
+                         f"one mask of the image's size (1, 1, {h}, {w}); nothing is resized silently")
+
+
+def build_generator(settings: Text2LIVESettings, seed: int, device: torch.device) -> SkipGenerator:
+    """A freshly initialised generator; the init is seeded without touching global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = SkipGenerator(settings.generator)
+    return gen.to(device)
+
+
+@torch.no_grad()
+def calibrate_batchnorm(generator: SkipGenerator, image: torch.Tensor) -> None:
+    """Set every BN layer's running statistics to those of ``image`` ``(1, 3, H, W)``.
+
+    The generator trains in train mode (per-crop statistics). Calibrating
+    on the whole image makes eval mode reproduce a train-mode pass over the
+    whole image exactly, and keeps tiled inference consistent with untiled.
+    """
+    bns = [m for m in generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one pass = exactly this image's stats
+    generator.train()
+    generator(image)
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    generator.eval()
+
+
+def train_text2live(clip, image: torch.Tensor, prompt: str, *, roi_text: str | None = None,
+                    screen_text: str | None = None, bootstrap_mask: torch.Tensor | None = None,
+                    settings: Text2LIVESettings | None = None, seed: int = 0,
+                    run_dir: str | Path | None = None, progress: Progress | None = None,
+                    node: str = "LL_Text2LIVE") -> TrainResult:
+    """Train a Text2LIVE generator for one image.
+
+    clip: a ``CLIPHandle``. image: ``(1, 3, H, W)`` in [0,1] sRGB.
+    prompt: the edit text T ("blue circle"). roi_text: the text of the region to
+    edit (T_ROI: the direction loss's origin and the relevancy bootstrap text).
+    screen_text: overrides the derived "{T} over a green screen." texts.
+    bootstrap_mask: ``(1, 1, H, W)`` replaces the relevancy map as bootstrap target.
+    run_dir: checkpoints go to ``run_dir/checkpoint.pt`` (every
+    ``settings.checkpoint_every`` steps and on ``Cancelled``); calling again with
+    the same run_dir resumes; the final generator is written to
+    ``run_dir/generator.safetensors``.
+    """
+    s = settings or Text2LIVESettings()
+    try:
+        s.validate()
+    except ValueError as e:
+        raise InputError(node, "settings", str(e)) from e
+    _validate(image, prompt, bootstrap_mask, node)
+    progress = ensure(progress, node)
+    device = pick_device(s.device) if s.device != "auto" else clip.device
+    amp = autocast_dtype(device, s.precision)
+
+    image = image.detach().float().cpu()
+    train_img = training_image(image, s.resolution)
+    mask_small = None
+    if bootstrap_mask is not None:
+        mask_small = F.interpolate(bootstrap_mask.float().cpu(), size=train_img.shape[-2:],
+                                   mode="bilinear", align_corners=False)
+    target = None
+    if s.bootstrap_weight > 0 and s.bootstrap_steps > 0:
+        target = bootstrap_target(clip, train_img, roi_text, mask_small, s.relevancy_blocks)
+    texts = _encode_texts(clip, prompt, roi_text, screen_text)
+
+    generator = build_generator(s, seed, device)
+    import madgrad
+    opt = madgrad.MADGRAD(generator.parameters(), lr=s.lr, momentum=s.momentum,
+                          weight_decay=s.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    gen = torch.Generator().manual_seed(seed)
+    history: dict[str, list[float]] = {k: [] for k in LOSS_NAMES}
+    start = 0
+
+    fingerprint = _fingerprint(image, bootstrap_mask, prompt, roi_text, screen_text, s, seed)
+    ckpt_path = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None
+    if ckpt_path is not None and ckpt_path.is_file():
+        start = _resume(ckpt_path, fingerprint, generator, opt, scaler, gen, history, node)
+
+    def save(step: int) -> None:
+        if ckpt_path is not None:
+            save_checkpoint(ckpt_path, {
+                "kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "fingerprint": fingerprint,
+                "step": step, "generator": generator.state_dict(), "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict(), "sampler": gen.get_state(), "rng": rng_state(),
+                "losses": history,
+            })
+
+    train_dev = train_img.to(device)
+    target_dev = target.to(device) if target is not None else None
+    generator.train()
+    try:
+        for step in range(start, s.steps):
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step, s)
+            if step % s.whole_every == 0:
+                crop, crop_target = train_dev, target_dev
+            else:
+                crop, crop_target = training_crop(train_dev, gen, s.crop_aug, extra=target_dev)
+            loss, record, comp = loss_step(clip, generator, crop, crop_target, texts, s, step, gen, amp)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            for k in LOSS_NAMES:
+                history[k].append(record[k])
+            done = step + 1
+            if done % s.checkpoint_every == 0 and done < s.steps:
+                save(done)
+            info = {"loss": record["total"]}
+            if progress.wants_preview(done):
+                info["preview"] = comp
+            progress.update(done, s.steps, **info)
+    except Cancelled:
+        save(len(history["total"]))
+        raise
+
+    calibrate_batchnorm(generator, train_dev)
+    save(s.steps)
+    if run_dir is not None:
+        save_generator(generator, Path(run_dir) / GENERATOR_FILE,
+                       metadata={"prompt": prompt, "roi_text": roi_text, "seed": seed, "steps": s.steps})
+    relevancy = None
+    if target is not None:
+        relevancy = F.interpolate(target, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    return TrainResult(generator.eval(), history, relevancy, s.steps)
+
+
+def _resume(path: Path, fingerprint: str, generator, opt, scaler, gen, history, node: str) -> int:
+    """Load a checkpoint into the run's objects; returns the step to continue from."""
+    state = load_checkpoint(path, expect={"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION})
+    if state.get("fingerprint") != fingerprint:
+        raise InputError(node, "run_dir", f"holds a checkpoint of a different run ({path})",
+                         "an empty folder, or the folder of this same image, prompt, seed and settings")
+    generator.load_state_dict(state["generator"])
+    opt.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    gen.set_state(state["sampler"])
+    set_rng_state(state["rng"])
+    for k in LOSS_NAMES:
+        history[k][:] = list(state["losses"].get(k, []))
+    return int(state["step"])
+
+
+def render(generator: SkipGenerator, image: torch.Tensor, tile: int | None = None) -> dict[str, torch.Tensor]:
+    """Full-resolution outputs of a trained generator on ``image`` ``(N, 3, H, W)``:
+    {"colour", "alpha", "composite", "greenscreen"} (NCHW / N1HW)."""
+    from .generator import apply_generator
+    colour, alpha = apply_generator(generator, image, tile=tile)
+    return {"colour": colour, "alpha": alpha,
+            "composite": L.composite(colour, alpha, image.to(colour)),
+            "greenscreen": L.green_screen(colour, alpha)}
+
+
+__all__ = ["TrainResult", "train_text2live", "loss_step", "render", "calibrate_batchnorm",
+           "training_image", "bootstrap_target", "screen_texts", "GENERATOR_FILE", "LOSS_NAMES"]
