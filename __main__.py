@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import signal
@@ -194,8 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     for hook in _cli_hooks():
-        hook(sub)
+        if "registry" in inspect.signature(hook).parameters:
+            hook(sub, registry=_registry)  # lets export-job validate graphs first
+        else:
+            hook(sub)
     return ap
+
+
+def _registry() -> dict:
+    from .nodes import NODE_CLASS_MAPPINGS
+    return NODE_CLASS_MAPPINGS
 
 
 def _cli_hooks():

@@ -312,6 +312,21 @@ def _node_progress(outer: progress_mod.Progress, index: int, count: int,
                                  preview_every=outer.preview_every, label=class_type)
 
 
+def _hidden_inputs(cls: type, node_id: str, workflow: dict) -> dict:
+    """ComfyUI's hidden inputs: PROMPT is the API workflow (provenance), UNIQUE_ID the node id."""
+    hidden = {}
+    for name, (section, typ, _) in _input_specs(cls).items():
+        if section != "hidden":
+            continue
+        if typ == "PROMPT":
+            hidden[name] = workflow
+        elif typ == "UNIQUE_ID":
+            hidden[name] = node_id
+        else:  # EXTRA_PNGINFO etc.: only the ComfyUI front end has them
+            hidden[name] = None
+    return hidden
+
+
 def _call_node(cls: type, kwargs: dict) -> tuple[tuple, dict | None]:
     instance = cls()
     result = getattr(instance, cls.FUNCTION)(**kwargs)
@@ -346,6 +361,7 @@ def run_workflow(workflow: dict, registry: Registry, *, overrides: dict[str, Any
         cls = registry[node["class_type"]]
         kwargs = {k: (values[str(v[0])][v[1]] if _is_link(v) else v)
                   for k, v in (node.get("inputs") or {}).items()}
+        kwargs.update(_hidden_inputs(cls, nid, wf))
         node_progress = _node_progress(progress, index, len(order), node["class_type"])
         with progress_mod.use(node_progress):
             try:

@@ -54,3 +54,32 @@ def comfy_models_dir(kind: str) -> list[str]:
         return list(folder_paths.get_folder_paths(kind))
     except Exception:
         return []
+
+
+def with_autograd(function):
+    """Run a node function with autograd available.
+
+    ComfyUI executes every node under ``torch.inference_mode()``; our nodes
+    train generators, atlases and region networks and back-propagate through
+    CLIP, so they leave inference mode, and tensors that were created inside
+    it (inputs from other nodes, weights loaded by a loader node) are cloned
+    into normal tensors, which autograd can save.
+    """
+    import functools
+
+    import torch
+
+    def normal(value):
+        if isinstance(value, torch.Tensor) and value.is_inference():
+            return value.clone()
+        return value
+
+    @functools.wraps(function)
+    def wrapper(self, *args, **kwargs):
+        with torch.inference_mode(False), torch.enable_grad():
+            args = tuple(normal(a) for a in args)
+            kwargs = {k: normal(v) for k, v in kwargs.items()}
+            return function(self, *args, **kwargs)
+
+    wrapper.__ll_autograd__ = True
+    return wrapper

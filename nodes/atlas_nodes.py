@@ -106,6 +106,15 @@ class LL_LoadAtlas:
         return {"required": {"path": ("STRING", {"default": "atlas/shot.atlas.safetensors",
                                                  "tooltip": "Path of a .atlas.safetensors file."})}}
 
+    @classmethod
+    def IS_CHANGED(cls, path):
+        """Reload when the file changes (a new decomposition at the same path)."""
+        try:
+            st = Path(path).stat()
+            return f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            return float("nan")
+
     def run(self, path):
         if not path:
             raise InputError("LL_LoadAtlas", "path", "is empty", "the path of an atlas file")

@@ -260,7 +260,8 @@ class LL_SaveEXR:
                               compression=compression, colourspace=colourspace, metadata=meta,
                               keep_nonnegative=bool(keep_nonnegative), node=node)
         text = [str(p) for p in paths]
-        return {"ui": {"images": _previews(tensors), "text": text}, "result": ("\n".join(text),)}
+        return {"ui": {"images": _previews(tensors), "text": text, "written": text},
+                "result": ("\n".join(text),)}
 
 
 def _provenance(meta: dict, edit_prompt: str, seed: int, prompt, extra_pnginfo) -> dict:

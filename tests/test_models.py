@@ -223,3 +223,21 @@ def test_catalogue_id_loads_the_shipped_toy_clip(toy_clip_dir, monkeypatch):
     (h,) = LL_LoadCLIP().load("toy-clip", "cpu", "auto")
     assert h.source == str(toy_clip_dir.resolve()) and h.autocast is None  # fp32 on the CPU
     assert h.image_size == 64
+
+
+def test_hf_hub_spec_loads_from_the_hugging_face_cache(tiny_dir, tmp_path, monkeypatch):
+    """hf-hub:org/repo offline: found as a snapshot in the HF cache and loaded."""
+    monkeypatch.delenv("LIVELAYERS_MODELS", raising=False)
+    snap = tmp_path / "hf" / "models--someorg--tiny" / "snapshots" / ("ab" * 20)
+    snap.mkdir(parents=True)
+    for f in tiny_dir.iterdir():
+        (snap / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "hf" / "models--someorg--tiny" / "refs").mkdir()
+    (tmp_path / "hf" / "models--someorg--tiny" / "refs" / "main").write_text("ab" * 20)
+    h = load_clip("hf-hub:someorg/tiny", device="cpu", offline=True, hf_cache_dir=str(tmp_path / "hf"))
+    ref = load_clip(str(tiny_dir), device="cpu")
+    assert h.source == str(snap) and h.n_blocks == 2
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.allclose(h.encode_image(x), ref.encode_image(x))
+    with pytest.raises(ModelNotFoundError, match="huggingface-cli download someorg/other"):
+        load_clip("hf-hub:someorg/other", device="cpu", offline=True, hf_cache_dir=str(tmp_path / "hf"))

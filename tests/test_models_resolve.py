@@ -89,6 +89,7 @@ def test_offline_follows_hf_hub_offline_and_online_returns_the_hub_id(env, monke
     assert resolve.resolve_model("acme/thing", "diffusion-latent", hf_cache_dir=str(hf)) == "acme/thing"
     r = resolve.resolve_clip("ViT-B-32/openai", hf_cache_dir=str(hf))
     assert (r.source, r.name, r.pretrained) == ("download", "ViT-B-32", "openai")
+    assert r.quick_gelu  # OpenAI weights need QuickGELU; the plain config would be wrong
 
 
 def test_single_file_models_in_search_folders(env):

@@ -90,3 +90,23 @@ def test_install_py_keeps_the_installed_torch(tmp_path):
         assert req in out
     reqs = (ROOT / "requirements.txt").read_text()
     assert "\ntorch" not in reqs and not reqs.startswith("torch")
+
+
+def test_nodes_train_even_under_comfyui_inference_mode():
+    """ComfyUI runs every node inside torch.inference_mode(); relevancy needs
+    gradients through CLIP, and the loader's weights must be usable by autograd."""
+    import torch
+    from livelayers.nodes import NODE_CLASS_MAPPINGS as N
+    from livelayers.engine.toyworld import scenes
+    import numpy as np
+
+    scene = scenes.random_scene(np.random.default_rng(3), 2, distinct=True)
+    img, masks = scenes.render_scene(scene, 64)
+    with torch.inference_mode():
+        image = torch.from_numpy(img)[None]  # an inference tensor, as ComfyUI would pass
+        (clip,) = N["LL_LoadCLIP"]().load("toy-clip", "cpu", "fp32")
+        obj = scene.objects[0]
+        (mask,) = N["LL_Relevancy"]().run(clip, image, f"a {obj.colour} shape", "", "all", "")
+    assert mask.shape == (1, 64, 64)
+    peak = np.unravel_index(mask[0].argmax().item(), (64, 64))
+    assert masks[0][peak] > 0.5  # the map still finds the named object

@@ -41,6 +41,8 @@ class HashGrid(nn.Module):
         self.dim, self.levels, self.features = dim, levels, features
         table = 2 ** log2_table
         res = grid_resolutions(levels, base, scale)
+        # A level is stored densely when its (r+1)^dim vertices fit the table,
+        # else it is hashed into exactly 2^log2_table rows.
         sizes = [min(table, (r + 1) ** dim) for r in res]
         offsets = [0]
         for s in sizes:
@@ -74,7 +76,9 @@ class HashGrid(nn.Module):
             dense = dense + vertex[..., k] * stride
             stride = stride * side
             hashed = hashed ^ (vertex[..., k] * _PRIMES[k])
-        row = torch.where(self.dense.view(shape), dense, hashed) % self.sizes.view(shape)
+        # Dense rows are < size already; hashed levels have a power-of-two size,
+        # so a mask replaces the (slow) integer modulo.
+        row = torch.where(self.dense.view(shape), dense, hashed & (self.sizes.view(shape) - 1))
         return row + self.offsets.view(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -278,7 +278,8 @@ def _attention(attn, x: torch.Tensor, need_attention: bool):
 # ------------------------------------------------------------------- loading
 
 def load_clip(spec, device: str | torch.device = "auto", precision: str = "auto",
-              offline: bool | None = None, search_dirs: Sequence[str] = ()) -> CLIPHandle:
+              offline: bool | None = None, search_dirs: Sequence[str] = (),
+              hf_cache_dir: str | None = None) -> CLIPHandle:
     """Load a CLIP model as a frozen ``CLIPHandle``.
 
     spec: ``"ViT-B-32/openai"``, ``("ViT-B-32", "openai")``, ``"hf-hub:org/repo"``,
@@ -289,20 +290,24 @@ def load_clip(spec, device: str | torch.device = "auto", precision: str = "auto"
     precision happens through autocast.
     offline: None = follow ``HF_HUB_OFFLINE``; True forbids downloads.
     search_dirs: extra model folders (ComfyUI's) searched after ``$LIVELAYERS_MODELS``.
+    hf_cache_dir: the Hugging Face cache to search (default: huggingface_hub's).
     """
     import open_clip
 
     dev = device if isinstance(device, torch.device) else pick_device(device)
     autocast_dtype(dev, precision)  # validates the precision name early
-    found = _resolve.resolve_clip(spec, offline=offline, search_dirs=search_dirs)
+    found = _resolve.resolve_clip(spec, offline=offline, search_dirs=search_dirs,
+                                  hf_cache_dir=hf_cache_dir)
     if found.local_dir is not None:
         name = f"local-dir:{found.local_dir}"
         model = open_clip.create_model(name, device="cpu", precision="fp32", weights_only=True)
         tokenizer = open_clip.get_tokenizer(name)
     else:
+        # OpenAI's tags were trained with QuickGELU; open_clip only warns when
+        # the plain config (GELU) is used with them, we build the right one.
         model = open_clip.create_model(found.name, pretrained=found.pretrained, device="cpu",
                                        precision="fp32", weights_only=True,
-                                       require_pretrained=True)
+                                       require_pretrained=True, force_quick_gelu=found.quick_gelu)
         tokenizer = open_clip.get_tokenizer(found.name)
     return CLIPHandle(model, tokenizer, dev, precision, spec=_spec_str(spec),
                       source=found.path or found.hub or _spec_str(spec))

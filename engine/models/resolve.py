@@ -71,6 +71,7 @@ class Resolved:
     local_dir: str | None = None
     name: str | None = None
     pretrained: str | None = None
+    quick_gelu: bool = False  # the tag's weights were trained with QuickGELU
     searched: list[str] = field(default_factory=list)
 
 
@@ -86,6 +87,7 @@ class _Plan:
     url: str | None = None
     clip_name: str | None = None     # open_clip built-in name for name+tag specs
     clip_tag: str | None = None
+    clip_quick_gelu: bool = False
 
 
 # ---------------------------------------------------------------- spec parsing
@@ -170,7 +172,8 @@ def _clip_name_tag_plan(spec: str, name: str, tag: str) -> _Plan:
     entry = _entry_for_source(f"hf-hub:{repo}") if repo else None
     names = ([entry["id"]] if entry else []) + [f"{name}--{tag}", f"{name}-{tag}"]
     return _Plan(spec, "clip", names, catalogue_id=entry["id"] if entry else None, hf_repo=repo,
-                 url=cfg.get("url") or None, clip_name=name, clip_tag=tag)
+                 url=cfg.get("url") or None, clip_name=name, clip_tag=tag,
+                 clip_quick_gelu=bool(cfg.get("quick_gelu", False)))
 
 
 def _reject_bare_clip_name(spec: str) -> None:
@@ -231,7 +234,7 @@ def _found(plan: _Plan, path: Path, source: str, searched: list[str]) -> Resolve
                     f"{CLIP_CONFIG} and the weights (open_clip_model.safetensors)")
             r.local_dir = str(path)
         elif plan.clip_name:
-            r.name, r.pretrained = plan.clip_name, str(path)
+            r.name, r.pretrained, r.quick_gelu = plan.clip_name, str(path), plan.clip_quick_gelu
         else:
             raise ModelNotFoundError(
                 f"CLIP spec '{plan.spec}' points at the file '{path}'; give the folder holding "
@@ -307,6 +310,7 @@ def _search(plan: _Plan, offline: bool | None, search_dirs: Sequence[str | os.Pa
         if plan.kind == "clip":
             if plan.clip_name:
                 r.name, r.pretrained = plan.clip_name, plan.clip_tag
+                r.quick_gelu = plan.clip_quick_gelu
             else:
                 r.name = f"hf-hub:{plan.hf_repo}"
         return r

@@ -1,0 +1,90 @@
+"""The command line end to end: demo, exit codes, SIGTERM, idempotent reruns."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OIIOTOOL = shutil.which("oiiotool") or str(Path(sys.executable).parent / "oiiotool")
+
+
+def cli(*args, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "livelayers", *args], capture_output=True,
+                          text=True, env=env, cwd=kw.pop("cwd", ROOT), **kw)
+
+
+@pytest.mark.slow
+def test_demo_writes_a_layered_exr_that_oiiotool_reads(tmp_path):
+    out = tmp_path / "demo"
+    run = cli("demo", "--out", str(out), "--progress", "none")
+    assert run.returncode == 0, run.stderr
+    exr = out / "demo.0001.exr"
+    assert exr.is_file() and str(exr) in run.stdout
+    info = subprocess.run([OIIOTOOL, "--info", "-v", str(exr)], capture_output=True, text=True,
+                          check=True).stdout
+    for channel in ("R, G, B, A", "composite.R", "source.R", "alpha.A", "relevancy.Y",
+                    "greenscreen.R"):
+        assert channel in info, channel
+    assert "livelayers/prompt: \"blue circle\"" in info
+    assert "livelayers/version" in info and "livelayers/api_workflow" in info
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_validation_error_exits_2_and_names_the_node(tmp_path):
+    graph = json.loads((ROOT / "examples" / "demo.json").read_text())
+    graph["3"]["inputs"]["steps"] = 0  # below the minimum
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(graph))
+    run = cli("run", str(path), "--progress", "none")
+    assert run.returncode == 2
+    assert "node 3 (LL_Text2LIVE) input 'steps'" in run.stderr and "minimum" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_bad_frames_and_overrides_are_clear_errors(tmp_path):
+    run = cli("run", str(ROOT / "examples" / "demo.json"), "--frames", "1-x")
+    assert run.returncode == 2 and "Open Job Description range" in run.stderr
+    run = cli("run", str(ROOT / "examples" / "demo.json"), "--set", "99.steps=3")
+    assert run.returncode == 2 and "node 99" in run.stderr
+
+
+def _slow_graph(tmp_path: Path) -> Path:
+    graph = json.loads((ROOT / "examples" / "demo.json").read_text())
+    graph["1"]["inputs"]["path"] = str(ROOT / "examples" / "assets" / "toy_scene.png")
+    graph["3"]["inputs"].update(steps=100000, run_dir=str(tmp_path / "run"))
+    graph["4"]["inputs"]["path"] = str(tmp_path / "out" / "edit.####.exr")
+    path = tmp_path / "slow.json"
+    path.write_text(json.dumps(graph))
+    return path
+
+
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_with_a_checkpoint_and_no_partial_output(tmp_path):
+    graph = _slow_graph(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "livelayers", "run", str(graph), "--progress",
+                             "log"], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    deadline = time.time() + 300
+    for line in proc.stderr:  # wait until training reports its first step
+        if "LL_Text2LIVE" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rest = proc.communicate(timeout=120)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 130, rest
+    assert "stopped" in rest
+    out = tmp_path / "out"
+    assert not out.exists() or not any(out.iterdir())  # nothing half-written
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()  # the trainer saved where it was
