@@ -23,6 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PINNED = ("torch", "torchvision", "torchaudio")
+TOY_MODELS = ("toy-clip", "toy-ddpm", "toy-sd", "toy-dino")
 
 
 def installed_version(dist: str) -> str | None:
@@ -63,14 +64,35 @@ def install(dry_run: bool = False) -> int:
         return subprocess.call(cmd)
 
 
+def _catalogue():
+    """The pack's catalogue module, imported from this folder whatever it is named
+    (ComfyUI-Manager clones it under any name, so ``import livelayers`` may not work)."""
+    import importlib
+    import importlib.util
+    importlib.invalidate_caches()  # see packages pip just installed
+    if "livelayers" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "livelayers", HERE / "__init__.py", submodule_search_locations=[str(HERE)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["livelayers"] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module("livelayers.engine.models.catalogue")
+
+
 def models(ids: list[str], dry_run: bool) -> int:
-    cmd = [sys.executable, "-m", "livelayers", "models"]
-    cmd += ["verify"] if ids == ["toy"] else ["fetch", *ids]
-    print("livelayers install:", " ".join(cmd))
+    """Verify the bundled toy models (``toy``) or fetch catalogue models one by one."""
+    wanted = list(TOY_MODELS) if ids == ["toy"] else ids
+    print(f"livelayers install: {'verify' if ids == ['toy'] else 'fetch'} {' '.join(wanted)}")
     if dry_run:
         return 0
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.call(cmd, env=env, cwd=HERE)
+    catalogue = _catalogue()
+    if ids == ["toy"]:
+        report = catalogue.verify_models(wanted)
+        print(report.format())
+        return report.exit_code
+    for model_id in wanted:
+        print(f"{model_id}: {catalogue.fetch_model(model_id)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,6 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 
 def build(settings_name: str):

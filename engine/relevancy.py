@@ -125,10 +125,12 @@ def relevancy_map(clip, images: torch.Tensor, text: str, blocks: str | Sequence[
 def _relevancy_chunk(clip, images: torch.Tensor, text: str, chosen: list[int],
                      negative_text: str | None) -> torch.Tensor:
     """(n, 3, H, W) → (n, g, g) raw relevancy of the patches (float32, CLIP's device)."""
-    with torch.enable_grad():
-        # The weights are frozen: the input must ask for grad, or the
-        # attention maps would not be part of any graph.
-        x = images.detach().to(clip.device, torch.float32).requires_grad_(True)
+    # Relevancy needs autograd even when the caller runs under no_grad or
+    # inference_mode (ComfyUI does); clone so an inference tensor becomes a
+    # normal one. The weights are frozen: the input must ask for grad, or the
+    # attention maps would not be part of any graph.
+    with torch.inference_mode(False), torch.enable_grad():
+        x = images.detach().to(clip.device, torch.float32).clone().requires_grad_(True)
         fwd = clip.image_forward(x, attention_from=chosen, mode="squash")
         score = _score(clip, fwd.embedding, text, negative_text)
         attn = [fwd.attention[b] for b in chosen]

@@ -26,7 +26,7 @@ from livelayers.engine.atlas.synthetic import make_toy_clip
 HERE = Path(__file__).parent
 CLIP_DIR = HERE / "assets" / "toy_clip"
 RESOLUTION = 256   # LL_AtlasExtract's resolution in examples/atlas.json
-STEPS = 300        # LL_AtlasDecompose's steps in examples/atlas.json
+STEPS = 200        # LL_AtlasDecompose's steps in examples/atlas.json
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..engine.device import DEVICES
-from ..engine.errors import InputError
+from ..engine.errors import InputError, LiveLayersError
 from ._convert import image_to_nchw, n1hw_to_mask, nchw_to_image
 from ._runtime import comfy_models_dir, progress_for
 
@@ -40,8 +40,8 @@ class LL_LoadDINO:
             raise InputError("LL_LoadDINO", "device", f"is '{device}'", ", ".join(DEVICES) + ", cuda:N")
         try:
             handle = load_dino(spec, device=device, search_dirs=comfy_models_dir("dino"))
-        except ValueError as e:  # bad spec text (ModelNotFoundError/CorruptFileError pass through)
-            if isinstance(e, InputError):
+        except ValueError as e:  # bad spec text (our own errors pass through as they are)
+            if isinstance(e, LiveLayersError):
                 raise
             raise InputError("LL_LoadDINO", "model", f"is '{spec}': {e}",
                              "a catalogue id, repo id, local-dir:/path, a folder or a .pth file") from e
@@ -108,12 +108,18 @@ class LL_LearnableRegions:
         if not 0 < smallest_box <= largest_box <= 1:
             raise InputError(node, "smallest_box", f"is {smallest_box} with largest_box {largest_box}",
                              "0 < smallest_box <= largest_box <= 1")
+        from ..engine.progress import Progress, stop_requested
+        progress = progress_for(node)
+        # the diffusion runs report to a quiet reporter (one bar for the whole node) that
+        # still stops when the node's reporter would
+        quiet = Progress(should_stop=lambda: stop_requested() or bool(
+            progress.should_stop is not None and progress.should_stop()), label=node)
         editor = diffusion_editor(diffusion, clip, prompt, steps=diffusion_steps, samples=samples,
-                                  seed=seed)
+                                  seed=seed, progress=quiet)
         result = learn_regions(dino, clip, editor, x, prompt, K=anchors,
                                box_sizes=box_sizes_for(boxes_per_anchor, smallest_box, largest_box),
                                steps=steps, seed=seed, source_prompt=source_prompt,
-                               progress=progress_for(node), node=node)
+                               progress=progress, node=node)
         return (nchw_to_image(result.image), n1hw_to_mask(result.mask),
                 nchw_to_image(result.layer_rgb), n1hw_to_mask(result.layer_alpha))
 

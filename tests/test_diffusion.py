@@ -134,10 +134,14 @@ def test_spherical_distance_known_values():
 
 def test_rank_orders_by_score():
     imgs = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 3, 2, 2)
-    out, scores, seeds = common.rank(imgs, torch.tensor([0.1, 0.3, 0.2]), [5, 6, 7])
-    assert scores.tolist() == pytest.approx([0.3, 0.2, 0.1])
-    assert seeds == [6, 7, 5]
-    assert out[0, 0, 0, 0] == 1.0
+    r = common.make_result(imgs, imgs + 10, torch.tensor([0.1, 0.3, 0.2]), torch.ones(1, 1, 2, 2),
+                           [5, 6, 7])
+    assert r.scores.tolist() == pytest.approx([0.3, 0.2, 0.1])
+    assert r.seeds == [6, 7, 5]
+    assert r.images[:, 0, 0, 0].tolist() == [1.0, 2.0, 0.0]
+    assert r.layer_rgb[0, 0, 0, 0] == 11.0               # the best sample's colour
+    unranked = common.make_result(imgs, imgs, torch.full((3,), float("nan")), imgs[:1, :1], [1, 2, 3])
+    assert unranked.seeds == [1, 2, 3]
 
 
 def test_latent_mask_modes_and_shrinking():

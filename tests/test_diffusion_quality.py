@@ -13,10 +13,14 @@ import torch
 from livelayers.engine.diffusion import edit_region
 from livelayers.engine.toyworld import scenes
 
-# measured: see docs/diffusion.md "Measured"
-MIN_SCORE_GAIN = 0.02        # guided − unguided mean masked CLIP similarity
-MIN_RED_GAIN = 0.05          # guided − unguided mean redness R − (G+B)/2 inside the mask
-DECODER_MAX_MEAN_DIFF = 0.05  # mean |Δ| outside the mask after the decoder fine-tune
+# Measured with the committed toy models (docs/diffusion.md "Measured"), seeds 0 / 10:
+# mean masked CLIP similarity guided − unguided 0.154 / 0.448, best sample 0.327 / 0.444;
+# redness gain (mean) 0.237 / 0.80, best sample 0.70 / 0.81; decoder fix mean |Δ| outside 0.032.
+MIN_MEAN_SCORE_GAIN = 0.08
+MIN_BEST_SCORE_GAIN = 0.15
+MIN_MEAN_RED_GAIN = 0.1
+MIN_BEST_RED_GAIN = 0.3
+DECODER_MAX_MEAN_DIFF = 0.08
 
 
 @pytest.fixture(autouse=True)
@@ -95,8 +99,12 @@ def test_pixel_guidance_paints_the_prompt_in_the_mask(toy_ddpm, toy_clip):
     for r in (guided, plain):
         assert torch.equal(r.images[:, :, outside], x.expand(4, -1, -1, -1)[:, :, outside])
         assert torch.all(r.scores[:-1] >= r.scores[1:])                 # ranked best first
-    assert guided.scores.mean() - plain.scores.mean() > MIN_SCORE_GAIN
-    assert redness(guided.images, m).mean() - redness(plain.images, m).mean() > MIN_RED_GAIN
+    # the method makes several samples and keeps the best: both the mean and the best must rise
+    assert guided.scores.mean() - plain.scores.mean() > MIN_MEAN_SCORE_GAIN
+    assert guided.scores[0] - plain.scores[0] > MIN_BEST_SCORE_GAIN
+    red_g, red_p = redness(guided.images, m), redness(plain.images, m)
+    assert red_g.mean() - red_p.mean() > MIN_MEAN_RED_GAIN
+    assert red_g[0] - red_p[0] > MIN_BEST_RED_GAIN          # the top-ranked sample is red
 
 
 @pytest.mark.slow

@@ -110,3 +110,13 @@ def test_nodes_train_even_under_comfyui_inference_mode():
     assert mask.shape == (1, 64, 64)
     peak = np.unravel_index(mask[0].argmax().item(), (64, 64))
     assert masks[0][peak] > 0.5  # the map still finds the named object
+
+
+def test_pyproject_lists_every_package():
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"livelayers"} | {
+        "livelayers." + ".".join(p.parent.relative_to(ROOT).parts)
+        for p in ROOT.glob("*/**/__init__.py")
+        if p.parent.relative_to(ROOT).parts[0] in ("engine", "nodes", "ui")}
+    assert found == listed

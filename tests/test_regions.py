@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from livelayers.engine.errors import InputError
-from livelayers.engine.regions import (RegionNetwork, anchors_from_attention, box_iou, box_mask,
-                                       box_proposals, box_sizes_for, clip_targets, colour_in_prompt,
-                                       gumbel_softmax_st, rank_candidates, ranking_scores,
-                                       recolour_editor, region_losses, roi_features, top_k_peaks)
+from livelayers.engine.regions import (RegionNetwork, anchors_from_attention, box_iou, box_losses,
+                                       box_mask, box_proposals, box_sizes_for, clip_targets,
+                                       colour_in_prompt, edit_losses, gumbel_softmax_st,
+                                       rank_candidates, ranking_scores, recolour_editor,
+                                       region_losses, roi_features, top_k_peaks, train_anchor)
 
 
 # ------------------------------------------------------------------ anchors
@@ -105,8 +106,77 @@ def _toy_scene(seed=3, size=64):
     return sc, torch.from_numpy(img).permute(2, 0, 1)[None], torch.from_numpy(masks)
 
 
-def test_gradient_reaches_logits(toy_clip):
-    """(a) The CLIP loss of X_o = sum_j y_j Edit_j reaches the region network:
+def _four_box_setup(toy_clip):
+    sc, image, _ = _toy_scene()
+    prompt = f"a blue {sc.objects[0].shape}"
+    editor = recolour_editor(prompt)
+    boxes = box_proposals(torch.tensor([[32.0, 32.0]]), (0.2, 0.4, 0.6, 0.8), (64, 64))[0]
+    edits = torch.cat([editor(image, box_mask(b, (64, 64))) for b in boxes])
+    return edits, clip_targets(toy_clip, image, prompt, "a photo")
+
+
+def test_box_losses_are_the_per_edit_losses(toy_clip):
+    """One batched CLIP pass gives each edit the loss it gets alone."""
+    edits, targets = _four_box_setup(toy_clip)
+    batched = box_losses(toy_clip, edits, targets, chunk=3)      # 2 chunks
+    alone = torch.stack([region_losses(toy_clip, e[None], targets)["total"] for e in edits]).detach()
+    assert torch.allclose(batched, alone, atol=1e-5)
+    parts = edit_losses(toy_clip, edits, targets)
+    assert torch.allclose(parts["cosine"] + parts["directional"] + parts["structure"], batched, atol=1e-5)
+    assert batched.unique().numel() == 4
+
+
+def test_gradient_of_exact_surrogate(toy_clip):
+    """(a) The default objective sum_j y_j L_j with exact per-box losses L:
+    the forward value is the sampled box's loss, d/dy_j = L_j for every box,
+    and logits.grad equals the hand-computed Gumbel-softmax Jacobian
+    d/dz_k = s_k (L_k - sum_i s_i L_i) / tau, s = softmax((z + g) / tau)."""
+    edits, targets = _four_box_setup(toy_clip)
+    L = box_losses(toy_clip, edits, targets)
+    torch.manual_seed(0)
+    net = RegionNetwork(8, 4)
+    roi = torch.randn(4, 8, 7, 7)
+    tau = 0.7
+    logits = net(roi)
+    logits.retain_grad()
+    y, index = gumbel_softmax_st(logits, torch.Generator().manual_seed(4), tau)
+    y.retain_grad()
+    loss = (y * L).sum()
+    assert float(loss.detach()) == pytest.approx(float(L[index]))
+    loss.backward()
+    assert torch.equal(y.grad, L)                              # every box gets its own exact loss
+    u = torch.rand(4, generator=torch.Generator().manual_seed(4)).clamp(1e-10, 1 - 1e-10)
+    s = torch.softmax((logits.detach() - torch.log(-torch.log(u))) / tau, 0)
+    manual = s * (L - (s * L).sum()) / tau
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().min() > 0
+    assert torch.allclose(logits.grad, manual, rtol=1e-4, atol=1e-8)
+    assert net.size_bias.grad.abs().sum() > 0 and net.convs[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("objective", ["gumbel", "expected"])
+def test_train_anchor_finds_lowest_loss_box(objective):
+    """With known per-box losses (no CLIP needed), training moves the
+    network's argmax to the lowest-loss box from a different start."""
+    torch.manual_seed(1)
+    net = RegionNetwork(8, 5)
+    roi = torch.randn(5, 8, 7, 7)
+    with torch.no_grad():
+        start = int(net(roi).argmax())
+    L = torch.full((5,), 1.2)
+    best = (start + 2) % 5
+    L[best], L[(start + 1) % 5] = 0.9, 1.0
+    hist, losses = train_anchor(net, roi, None, None, None, 60, 3e-3, torch.Generator().manual_seed(0),
+                                objective=objective, box_loss=L)
+    with torch.no_grad():
+        assert int(net(roi).argmax()) == best
+    assert len(hist) == 60 and losses[-1] < losses[0] + 1e-6
+    with pytest.raises(ValueError, match="objective"):
+        train_anchor(net, roi, None, None, None, 1, 3e-3, torch.Generator(), objective="nope")
+
+
+def test_gradient_reaches_logits_image_objective(toy_clip):
+    """(a, objective="image", the first version) The CLIP loss of
+    X_o = sum_j y_j Edit_j reaches the region network:
     logits.grad is finite and non-zero, and d loss / d y_j equals
     <d loss / d X_o, Edit_j> for every box (not only the sampled one)."""
     sc, image, _ = _toy_scene()
@@ -189,6 +259,8 @@ def test_learn_regions_input_errors(toy_clip):
         learn_regions(dino, toy_clip, ed, img, "a red circle", K=0)
     with pytest.raises(InputError, match="'box_sizes'"):
         learn_regions(dino, toy_clip, ed, img, "a red circle", box_sizes=(0.5, 1.5))
+    with pytest.raises(InputError, match="'objective'.*gumbel"):
+        learn_regions(dino, toy_clip, ed, img, "a red circle", objective="linear")
     with pytest.raises(ValueError, match="editor returned"):
         learn_regions(dino, toy_clip, lambda i, m: i[:, :1], img, "a red circle", K=1, M=1, steps=0)
 
@@ -214,6 +286,11 @@ def test_learn_regions_small_run_is_deterministic(toy_clip):
     assert r.mask.sum() == (x1 - x0) * (y1 - y0)
     assert torch.equal(r.image * (1 - r.mask), image * (1 - r.mask))  # edit only inside the box
     assert torch.equal(r.layer_alpha, r.mask)
+    # the default objective logs the exact loss of the sampled box at every step
+    assert r.box_losses.shape == (2, 3) and len(r.expected_losses) == 2
+    for a in range(2):
+        assert r.losses[a] == pytest.approx([float(r.box_losses[a, j]) for j in r.history[a]])
+        assert r.box_losses[a].min() - 1e-6 <= r.expected_losses[a] <= r.box_losses[a].max() + 1e-6
 
 
 # ------------------------------------------------------------------- nodes
@@ -248,3 +325,13 @@ def test_learnable_regions_node_rejects_batches():
     with pytest.raises(InputError, match="smallest_box"):
         LL_LearnableRegions().run(None, None, None, torch.rand(1, 32, 32, 3), "a red circle",
                                   smallest_box=0.9, largest_box=0.5)
+
+
+def test_load_dino_node_loads_and_keeps_corrupt_error(assets, tmp_path):
+    from livelayers.engine.errors import CorruptFileError
+    from livelayers.nodes.regions_nodes import LL_LoadDINO
+    (dino,) = LL_LoadDINO().load(f"local-dir:{assets / 'toy_dino'}", device="cpu")
+    assert dino.patch_size == 8 and dino.embed_dim == 96
+    (tmp_path / "bad.pth").write_bytes(b"junk")
+    with pytest.raises(CorruptFileError):
+        LL_LoadDINO().load(str(tmp_path / "bad.pth"), device="cpu")

@@ -69,6 +69,7 @@ def metrics(clip, image, circle, square=None, seed=0, **kw) -> dict:
         "dist_blue_after": (after - BLUE).norm().item(),
         "after": after,
         "square_change": (comp - image[0]).abs()[:, sq].mean().item(),
+        "alpha_outside": out["alpha"][0, 0][outside].mean().item(),
         "result": r, "out": out,
     }
 
@@ -81,30 +82,38 @@ def edited(toy_clip):
 
 @pytest.mark.slow
 def test_colour_edit_changes_only_the_circle(edited):
+    # measured (final toy CLIP, seeds 0/1/2): iou .958/.954/.961, outside .023/.021/.023,
+    # square .018/.033/.016, distance to blue 1.09 -> .31/.31/.25
     image, circle, square, m = edited
     print({k: v for k, v in m.items() if k not in ("result", "out")})
-    # the circle turns towards blue ...
-    assert m["dist_blue_after"] < m["dist_blue_before"] - 0.3, m
-    assert m["after"][2] > m["after"][0], m  # more blue than red now
+    # the circle turns blue ...
+    assert m["dist_blue_after"] < m["dist_blue_before"] - 0.5, m
+    assert m["after"][2] > m["after"][0] + 0.2, m  # more blue than red now
     # ... the matte sits on the circle ...
-    assert m["iou"] >= 0.7, m
-    # ... and the rest of the image stays as it was (the other object too)
-    assert m["outside_change"] < 0.06, m
-    assert m["square_change"] < 0.08, m
+    assert m["iou"] >= 0.8, m
+    # ... and the rest of the image, the other object included, stays as it was
+    assert m["outside_change"] < 0.04, m
+    assert m["square_change"] < 0.06, m
 
 
 @pytest.mark.slow
-def test_bootstrap_and_sparsity_matter(toy_clip, edited):
-    image, circle, _, full = edited
-    no_boot = metrics(toy_clip, image, circle, bootstrap_weight=0.0)
-    no_sparse = metrics(toy_clip, image, circle, lambda_sparsity=0.0)
-    print("full", full["iou"], full["outside_change"], "no_boot", no_boot["iou"], no_boot["outside_change"],
-          "no_sparse", no_sparse["iou"], no_sparse["outside_change"])
-    for ablated in (no_boot, no_sparse):
-        worse_iou = ablated["iou"] < full["iou"] - 0.1
-        worse_outside = ablated["outside_change"] > full["outside_change"] + 0.01
-        assert worse_iou or worse_outside, (full["iou"], full["outside_change"],
-                                            ablated["iou"], ablated["outside_change"])
+def test_without_bootstrap_the_edit_leaks(toy_clip, edited):
+    """Ablation: without the relevancy bootstrap, alpha leaks outside the circle.
+
+    Measured, full vs no bootstrap (final toy CLIP, seeds 0/1/2):
+    alpha outside .076/.083/.075 vs .21/.29/.23; outside change .027/.024/.024
+    vs .061/.075/.056; iou .92/.96/.95 vs .88/.53/.88 (the matte's core can
+    still find the circle, so IoU alone is not a robust signal).
+    Without sparsity the difference is small and NOT consistent across seeds
+    in runs this short (alpha outside .094/.080/.093 vs full .076/.083/.075),
+    so that ablation is reported in docs/text2live.md, not asserted.
+    """
+    image, circle, square, full = edited
+    no_boot = metrics(toy_clip, image, circle, square, bootstrap_weight=0.0)
+    keys = ("iou", "outside_change", "alpha_outside")
+    print("full", [full[k] for k in keys], "no_boot", [no_boot[k] for k in keys])
+    assert no_boot["alpha_outside"] > full["alpha_outside"] + 0.08
+    assert no_boot["outside_change"] > full["outside_change"] + 0.02
 
 
 @pytest.mark.slow

@@ -205,9 +205,18 @@ def paste(generated: torch.Tensor, image: torch.Tensor, alpha: torch.Tensor) -> 
     return torch.where(alpha == 0, image.expand_as(out), out)
 
 
-def rank(images: torch.Tensor, scores: torch.Tensor, seeds: list[int]):
-    """Sort samples best first (descending score; NaN scores keep seed order)."""
+def rank_order(scores: torch.Tensor) -> torch.Tensor:
+    """Indices that sort samples best first (descending score; all-NaN keeps seed order)."""
     if torch.isnan(scores).all():
-        return images, scores, seeds
-    order = torch.argsort(scores, descending=True, stable=True)
-    return images[order], scores[order], [seeds[i] for i in order.tolist()]
+        return torch.arange(len(scores))
+    return torch.argsort(scores, descending=True, stable=True)
+
+
+def make_result(images: torch.Tensor, colour: torch.Tensor, scores: torch.Tensor,
+                alpha: torch.Tensor, seeds: list[int]) -> EditResult:
+    """Rank and package: images (S,3,H,W) final, colour (S,3,H,W) the straight
+    layer colour of each sample (the generated pixels), scores (S,), alpha (1,1,H,W)."""
+    order = rank_order(scores)
+    return EditResult(images=images[order].cpu(), scores=scores[order],
+                      layer_rgb=colour[order[:1]].detach().cpu().clone(),
+                      layer_alpha=alpha.detach().cpu(), seeds=[seeds[i] for i in order.tolist()])

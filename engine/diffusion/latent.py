@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..progress import Progress, ensure
 from .common import (EditResult, check_inputs, check_settings, clip_similarity, feather_alpha,
-                     generators, paste, rank, seeded_noise)
+                     generators, make_result, paste, seeded_noise)
 
 NODE = "LL_BlendedLatentDiffusion"
 BACKGROUND_FIXES = ("paste", "decoder", "none")
@@ -217,6 +217,5 @@ def blended_latent_diffusion(handle, clip, image: torch.Tensor, mask: torch.Tens
         scores = clip_similarity(clip, images, mask, clip.encode_text([prompt]))
     else:
         scores = torch.full((samples,), float("nan"))
-    images, scores, seeds = rank(images.cpu(), scores, seeds)
-    return EditResult(images=images, scores=scores, layer_rgb=images[:1].clone(),
-                      layer_alpha=alpha.cpu(), seeds=seeds)
+    colour = generated if background_fix == "paste" else images
+    return make_result(images, colour, scores, alpha, seeds)

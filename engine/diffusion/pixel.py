@@ -26,7 +26,8 @@ import torch
 
 from ..progress import Progress, ensure
 from .common import (EditResult, augment_views, check_inputs, check_settings, clip_similarity,
-                     feather_alpha, generators, paste, rank, seeded_noise, spherical_distance)
+                     feather_alpha, generators, make_result, paste, seeded_noise,
+                     spherical_distance)
 
 NODE = "LL_BlendedDiffusion"
 RANGE_WEIGHT = 50.0
@@ -177,18 +178,13 @@ def blended_diffusion_pixel(handle, clip, image: torch.Tensor, mask: torch.Tenso
 
 
 def finish(clip, image, mask, generated, prompt, text_emb, seeds, feather) -> EditResult:
-    """Paste the background (feathered alpha inside the mask), score, rank."""
+    """Paste the background (feathered alpha inside the mask), score, rank.
+    The layer colour is the generated sample itself (straight), so
+    layer_rgb·alpha + image·(1−alpha) = images[0]."""
     alpha = feather_alpha(mask, feather)
     images = paste(generated, image, alpha)
     if clip is not None:
         scores = clip_similarity(clip, images, mask, text_emb)
     else:
         scores = torch.full((images.shape[0],), float("nan"))
-    images, scores, seeds = rank(images, scores, seeds)
-    return EditResult(images=images.cpu(), scores=scores, layer_rgb=generated_best(images),
-                      layer_alpha=alpha.cpu(), seeds=seeds)
-
-
-def generated_best(images: torch.Tensor) -> torch.Tensor:
-    """The layer colour: the best sample (straight; only where alpha > 0 matters)."""
-    return images[:1].cpu().clone()
+    return make_result(images, generated, scores, alpha, seeds)

@@ -158,7 +158,9 @@ class CLIPHandle:
         self.text_cache_hits += sum(1 for t in texts if (t, dev) in self._text_cache)
         if missing:
             tokens = self.tokenizer(missing).to(self.device)
-            with self._autocast():
+            # never cache inference tensors: autograd code (relevancy, losses)
+            # must be able to use cached embeddings later
+            with torch.inference_mode(False), self._autocast():
                 feats = self.model.encode_text(tokens)
             feats = F.normalize(feats.float(), dim=-1)
             for t, f in zip(missing, feats):

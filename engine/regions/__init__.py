@@ -9,15 +9,16 @@ See docs/regions.md.
 from .anchors import anchors_from_attention, saliency_map, top_k_peaks
 from .boxes import DEFAULT_BOX_SIZES, box_iou, box_mask, box_proposals, roi_features
 from .editors import colour_in_prompt, diffusion_editor, recolour_editor
-from .learn import RegionsResult, box_sizes_for, dino_view, learn_regions, train_anchor
-from .losses import clip_targets, rank_candidates, ranking_scores, region_losses
+from .learn import OBJECTIVES, RegionsResult, box_sizes_for, dino_view, learn_regions, train_anchor
+from .losses import (box_losses, clip_targets, edit_losses, rank_candidates, ranking_scores,
+                     region_losses)
 from .network import RegionNetwork, gumbel_softmax_st
 
 __all__ = [
     "anchors_from_attention", "saliency_map", "top_k_peaks",
     "DEFAULT_BOX_SIZES", "box_iou", "box_mask", "box_proposals", "roi_features",
     "colour_in_prompt", "diffusion_editor", "recolour_editor",
-    "RegionsResult", "box_sizes_for", "dino_view", "learn_regions", "train_anchor",
-    "clip_targets", "rank_candidates", "ranking_scores", "region_losses",
+    "OBJECTIVES", "RegionsResult", "box_sizes_for", "dino_view", "learn_regions", "train_anchor",
+    "box_losses", "clip_targets", "edit_losses", "rank_candidates", "ranking_scores", "region_losses",
     "RegionNetwork", "gumbel_softmax_st",
 ]

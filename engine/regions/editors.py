@@ -52,15 +52,18 @@ def recolour_editor(prompt: str, strength: float = 1.0) -> Callable[[torch.Tenso
 
 def diffusion_editor(handle, clip, prompt: str, *, steps: int | None = None, start: float = 0.25,
                      samples: int = 2, views: int = 4, seed: int = 0, guidance: float | None = None,
-                     **options) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+                     progress=None, **options) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Editor that runs blended diffusion (``edit_region``) in the mask and
     returns its best-ranked sample. Every call uses the same ``seed``, so
-    box proposals are compared on equal terms."""
+    box proposals are compared on equal terms. ``progress`` goes to each
+    ``edit_region`` call (e.g. a quiet reporter, so that the caller's bar
+    is not mixed with the diffusion steps)."""
     from ..diffusion import edit_region
 
     def edit(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         result = edit_region(handle, clip, image, mask, prompt, steps=steps, start=start,
-                             samples=samples, views=views, seed=seed, guidance=guidance, **options)
+                             samples=samples, views=views, seed=seed, guidance=guidance,
+                             progress=progress, **options)
         return result.images[:1].to(image)
 
     return edit

@@ -3,19 +3,22 @@ region network.
 
 For each of K anchors (DINO CLS-attention peaks) we propose M square boxes,
 edit the image once inside each box (any editor: blended diffusion, or a
-simple test editor), and train a small region network that picks one box:
+simple test editor), score every edit exactly, and train a small region
+network that picks one box:
 
+    L_j    = CLIP cosine + directional + structure (Edit_j)     (M,) one batched
+                                                                CLIP pass, no grad
     logits = RegionNetwork(RoIAlign(DINO features, boxes))     (M,)
     y      = straight-through Gumbel-softmax(logits)            one-hot forward
-    X_o    = sum_j y_j * Edit_j                                 = the chosen edit
-    loss   = CLIP cosine + directional + structure (X_o)        weights 1
+    loss   = sum_j y_j * L_j                                    = the chosen box's loss
 
-Because X_o is a weighted sum of the precomputed edits, d loss / d y_j =
-<d loss / d X_o, Edit_j> is defined for every box, and the softmax backward
-of the straight-through sample carries it to the logits. (The released code
-rounds boxes to Python ints and goes through PIL, so no gradient ever
-reaches its box network.) Finally each anchor's chosen edit is scored with
-S = 2·S_t2i + S_i2i and the best anchor wins.
+In the backward pass d loss / d y_j = L_j for every box, and the softmax
+Jacobian of the straight-through sample carries the exact per-box losses to
+the logits. (The released code rounds boxes to Python ints and goes through
+PIL, so no gradient ever reaches its box network. Our first version took the
+CLIP loss of X_o = sum_j y_j Edit_j, a first-order estimate that mis-ranked
+boxes; it is kept as ``objective="image"``.) Finally each anchor's chosen
+edit is scored with S = 2·S_t2i + S_i2i and the best anchor wins.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from ..errors import InputError
 from ..progress import Progress, ensure
 from .anchors import anchors_from_attention
 from .boxes import DEFAULT_BOX_SIZES, box_mask, box_proposals, roi_features
-from .losses import clip_targets, rank_candidates, region_losses
+from .losses import box_losses, clip_targets, rank_candidates, region_losses
 from .network import RegionNetwork, gumbel_softmax_st
 
 Editor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -53,6 +56,8 @@ class RegionsResult:
     history: list[list[int]] = field(default_factory=list)    # (K, steps) sampled box index
     losses: list[list[float]] = field(default_factory=list)   # (K, steps) total loss
     saliency: torch.Tensor | None = None  # (h, w) DINO CLS attention, mean over heads
+    box_losses: torch.Tensor | None = None  # (K, M) exact CLIP loss of every proposal's edit
+    expected_losses: list[float] = field(default_factory=list)  # (K,) sum softmax(logits)·L after training
 
 
 def box_sizes_for(m: int, smallest: float = 0.2, largest: float = 0.8) -> tuple[float, ...]:
@@ -108,22 +113,48 @@ def _run_editor(editor: Editor, image: torch.Tensor, mask: torch.Tensor) -> torc
     return out.detach().to(image)
 
 
+OBJECTIVES = ("gumbel", "expected", "image")
+"""What ``train_anchor`` minimises (L_j = exact CLIP loss of proposal j's edit):
+
+gumbel    sum_j y_j L_j with y the straight-through Gumbel-softmax sample:
+          forward = the sampled box's loss, backward = the relaxed sample's
+          gradient with every box's exact loss (default).
+expected  sum_j softmax(logits)_j L_j, the expected loss (no sampling).
+image     the first version: the CLIP loss of X_o = sum_j y_j Edit_j, a
+          first-order (image-space) estimate of the other boxes' losses.
+"""
+
+
 def train_anchor(network: RegionNetwork, roi: torch.Tensor, edits: torch.Tensor, clip, targets,
                  steps: int, lr: float, generator: torch.Generator, tau: float = 1.0,
-                 on_step: Callable[[int, float], None] | None = None
-                 ) -> tuple[list[int], list[float]]:
+                 on_step: Callable[[int, float], None] | None = None, objective: str = "gumbel",
+                 box_loss: torch.Tensor | None = None) -> tuple[list[int], list[float]]:
     """Train one anchor's region network.
 
     roi (M, C, l, l) box features; edits (M, 3, H, W) the editor's output
-    for each box (no grad). Returns the sampled box index and the loss per step.
+    for each box (no grad); ``box_loss`` (M,) their exact losses if already
+    computed (else one batched CLIP pass here). Returns the box index per
+    step (sampled; argmax for "expected") and the objective's value per step
+    (for "gumbel" and "image": the loss of the sampled box's edit).
     """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+    if objective != "image" and box_loss is None:
+        box_loss = box_losses(clip, edits, targets)
     opt = torch.optim.Adam(network.parameters(), lr=lr)
     history, losses = [], []
     for step in range(steps):
         logits = network(roi)
-        y, index = gumbel_softmax_st(logits, generator, tau)
-        blended = (y.view(-1, 1, 1, 1) * edits).sum(0, keepdim=True)  # == edits[index] forward
-        loss = region_losses(clip, blended, targets)["total"]
+        if objective == "expected":
+            index = int(logits.argmax())
+            loss = (F.softmax(logits, dim=-1) * box_loss).sum()
+        else:
+            y, index = gumbel_softmax_st(logits, generator, tau)
+            if objective == "gumbel":
+                loss = (y * box_loss).sum()                            # == box_loss[index] forward
+            else:
+                blended = (y.view(-1, 1, 1, 1) * edits).sum(0, keepdim=True)  # == edits[index]
+                loss = region_losses(clip, blended, targets)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -138,7 +169,7 @@ def learn_regions(dino, clip, editor: Editor, image: torch.Tensor, prompt: str, 
                   K: int = 9, M: int | None = None, box_sizes: Sequence[float] | None = None,
                   steps: int = 30, seed: int = 0, lr: float = 3e-3, tau: float = 1.0,
                   source_prompt: str = "a photo", dino_size: int | None = None,
-                  nms_radius: int = 1, progress: Progress | None = None,
+                  nms_radius: int = 1, objective: str = "gumbel", progress: Progress | None = None,
                   node: str = "LL_LearnableRegions") -> RegionsResult:
     """Find the region to edit for ``prompt`` and edit it.
 
@@ -147,7 +178,10 @@ def learn_regions(dino, clip, editor: Editor, image: torch.Tensor, prompt: str, 
     sides as fractions of the shorter image side; default
     ``box_sizes_for(M)`` or DEFAULT_BOX_SIZES). ``steps`` Adam steps (lr 3e-3)
     per anchor. ``source_prompt`` describes the unedited image for the
-    directional loss. The editor runs K·M times (once per proposal).
+    directional loss. ``objective`` (see OBJECTIVES): "gumbel" (default,
+    straight-through sample of the exact per-box losses), "expected", or
+    "image" (the first version's image-space estimate). The editor runs K·M
+    times (once per proposal); CLIP scores the K·M edits once.
     """
     progress = ensure(progress, node)
     sizes = tuple(box_sizes) if box_sizes is not None else (
@@ -155,6 +189,8 @@ def learn_regions(dino, clip, editor: Editor, image: torch.Tensor, prompt: str, 
     if M is not None and len(sizes) != M:
         raise InputError(node, "box_sizes", f"has {len(sizes)} sizes but M = {M}", "len(box_sizes) == M")
     _validate(node, image, prompt, K, sizes, steps)
+    if objective not in OBJECTIVES:
+        raise InputError(node, "objective", f"is {objective!r}", ", ".join(OBJECTIVES))
     image = image.detach().float()
     H, W = image.shape[-2:]
 
@@ -168,7 +204,7 @@ def learn_regions(dino, clip, editor: Editor, image: torch.Tensor, prompt: str, 
     total = k * (len(sizes) + steps)
     done = 0
 
-    choices, initial, history, losses, finals = [], [], [], [], []
+    choices, initial, history, losses, finals, scored, expected = [], [], [], [], [], [], []
     for a in range(k):
         edits = []
         for b in boxes[a]:
@@ -176,6 +212,7 @@ def learn_regions(dino, clip, editor: Editor, image: torch.Tensor, prompt: str, 
             done += 1
             progress.update(done, total, anchor=a)
         edits = torch.cat(edits)                                      # (M, 3, H, W)
+        box_loss = box_losses(clip, edits, targets)                   # (M,) exact, no grad
         roi = roi_features(fmap, boxes[a], (H, W))                    # (M, C, 7, 7)
         with torch.random.fork_rng(devices=[]):                       # seeded init, global RNG untouched
             torch.manual_seed(seed * 1009 + a)
@@ -188,10 +225,14 @@ def learn_regions(dino, clip, editor: Editor, image: torch.Tensor, prompt: str, 
         def on_step(step: int, loss: float) -> None:
             progress.update(base + step + 1, total, anchor=a, loss=loss)
 
-        h, ls = train_anchor(net, roi, edits, clip, targets, steps, lr, gen, tau, on_step)
+        h, ls = train_anchor(net, roi, edits, clip, targets, steps, lr, gen, tau, on_step,
+                             objective=objective, box_loss=box_loss)
         done = base + steps
         with torch.no_grad():
-            choice = int(net(roi).argmax())
+            logits = net(roi)
+        choice = int(logits.argmax())
+        scored.append(box_loss)
+        expected.append(float((F.softmax(logits, dim=-1) * box_loss).sum()))
         choices.append(choice)
         history.append(h)
         losses.append(ls)
@@ -206,4 +247,5 @@ def learn_regions(dino, clip, editor: Editor, image: torch.Tensor, prompt: str, 
     return RegionsResult(box=box, mask=mask, image=edited, layer_rgb=edited.clone(), layer_alpha=mask,
                          best_anchor=best, anchors=anchors, boxes=boxes, choices=choices,
                          initial_choices=initial, scores=scores.cpu(), history=history, losses=losses,
-                         saliency=out.attention.mean(1)[0].cpu())
+                         saliency=out.attention.mean(1)[0].cpu(), box_losses=torch.stack(scored).cpu(),
+                         expected_losses=expected)

@@ -45,21 +45,40 @@ def clip_targets(clip, source: torch.Tensor, prompt: str, source_prompt: str) ->
     return ClipTargets(text, direction, fwd.embedding, self_similarity(fwd.tokens[block]), block)
 
 
-def region_losses(clip, edited: torch.Tensor, targets: ClipTargets) -> dict[str, torch.Tensor]:
-    """The three losses on the blended edit X_o (1, 3, H, W), weights 1 each:
+def edit_losses(clip, edited: torch.Tensor, targets: ClipTargets) -> dict[str, torch.Tensor]:
+    """The three losses of each edit in a batch (N, 3, H, W) -> dict of (N,), weights 1 each:
 
-    cosine      1 - cos(E(X_o), E(T))
-    directional 1 - cos(E(X_o) - E(I_s), E(T) - E(T_source))
-    structure   MSE(selfsim(tokens(X_o)), selfsim(tokens(I_s)))
+    cosine      1 - cos(E(X), E(T))
+    directional 1 - cos(E(X) - E(I_s), E(T) - E(T_source))
+    structure   MSE(selfsim(tokens(X)), selfsim(tokens(I_s)))   (mean over the L x L entries)
+
+    One CLIP pass for the whole batch; differentiable if ``edited`` is.
     """
     fwd = clip.image_forward(edited, tokens_from=(targets.block,))
     emb = fwd.embedding
-    cos = 1 - (emb * targets.text).sum(-1).mean()
+    cos = 1 - (emb * targets.text).sum(-1)
     img_dir = F.normalize(emb - targets.source, dim=-1, eps=1e-8)
-    direc = 1 - (img_dir * targets.text_direction).sum(-1).mean()
-    struct = F.mse_loss(self_similarity(fwd.tokens[targets.block]), targets.source_ssim)
+    direc = 1 - (img_dir * targets.text_direction).sum(-1)
+    struct = (self_similarity(fwd.tokens[targets.block]) - targets.source_ssim).pow(2).flatten(1).mean(1)
     return {"cosine": cos, "directional": direc, "structure": struct,
             "total": cos + direc + struct}
+
+
+def region_losses(clip, edited: torch.Tensor, targets: ClipTargets) -> dict[str, torch.Tensor]:
+    """``edit_losses`` averaged over the batch: (N, 3, H, W) -> dict of scalars
+    (for N = 1, the losses of the one image X_o)."""
+    return {name: value.mean() for name, value in edit_losses(clip, edited, targets).items()}
+
+
+@torch.no_grad()
+def box_losses(clip, edits: torch.Tensor, targets: ClipTargets, chunk: int = 32) -> torch.Tensor:
+    """Exact total loss of every proposal's edit: (M, 3, H, W) -> (M,).
+
+    No gradient is needed: the edits are fixed, only the region network
+    learns. ``chunk`` bounds the CLIP batch (memory with big images / M).
+    """
+    return torch.cat([edit_losses(clip, edits[i:i + chunk], targets)["total"]
+                      for i in range(0, edits.shape[0], chunk)])
 
 
 def ranking_scores(t2i: torch.Tensor, i2i: torch.Tensor, w_text: float = 2.0,

@@ -74,10 +74,18 @@ def screen_texts(prompt: str, screen_text: str | None) -> list[str]:
     return [t.format(prompt) for t in SCREEN_TEMPLATES]
 
 
+def _encode_each(clip, texts: list[str]) -> torch.Tensor:
+    """(T, D) embeddings, one string per text-encoder call. Batched calls give
+    batch-size-dependent rounding, and the handle caches per string, so a
+    string first seen in another batch (e.g. by the relevancy map) would give a
+    slightly different embedding and break same-seed-same-result."""
+    return torch.cat([clip.encode_text([t]) for t in texts])
+
+
 def _encode_texts(clip, prompt: str, roi_text: str | None, screen_text: str | None) -> _Texts:
-    target = clip.encode_text([t.format(prompt) for t in TEMPLATES])
-    roi = clip.encode_text([t.format(roi_text) for t in TEMPLATES]) if roi_text else None
-    return _Texts(target, roi, clip.encode_text(screen_texts(prompt, screen_text)))
+    target = _encode_each(clip, [t.format(prompt) for t in TEMPLATES])
+    roi = _encode_each(clip, [t.format(roi_text) for t in TEMPLATES]) if roi_text else None
+    return _Texts(target, roi, _encode_each(clip, screen_texts(prompt, screen_text)))
 
 
 def training_image(image: torch.Tensor, resolution: int) -> torch.Tensor:
