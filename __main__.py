@@ -57,12 +57,12 @@ def _terminal_progress(mode: str):
                     print(f"openjd_status: {info['node']}", flush=True)
         return Progress(callback=openjd), lambda: None
     if mode == "log":
-        last = [-10.0]
+        last = [-10.0, None]  # percent and node of the last line printed
 
         def log(step, total, info):
             pct = 100.0 * step / max(total, 1)
-            if pct - last[0] >= 10 or step == total:
-                last[0] = pct
+            if pct - last[0] >= 10 or step == total or info.get("node") != last[1]:
+                last[0], last[1] = pct, info.get("node")
                 extra = " ".join(f"{k}={v:.4g}" for k, v in info.items() if isinstance(v, float))
                 print(f"[{pct:5.1f}%] {info.get('node', '')} {extra}".rstrip(), file=sys.stderr,
                       flush=True)

@@ -1,6 +1,6 @@
 """Make the atlas example's assets (examples/atlas.json):
 
-* examples/assets/toy_clip/frame.####.png — 16 frames, 96×64, a striped red
+* examples/assets/toy_clip/frame.####.png — 16 frames, 96×64, a checkered red
   square moving over panning grass (engine.atlas.synthetic);
 * examples/assets/toy_clip/mask.####.png  — its object masks (in the alpha
   channel, so LL_LoadImage's ``alpha`` output is the mask);
@@ -38,7 +38,7 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
 
 def main() -> None:
     CLIP_DIR.mkdir(parents=True, exist_ok=True)
-    clip = make_toy_clip(n_frames=16, height=64, width=96, seed=7, velocity=(2.0, 0.5))
+    clip = make_toy_clip(n_frames=16, height=64, width=96, seed=7, velocity=(2.0, 0.5), texture="checkered")
     for i in range(16):
         rgb = clip.frames[i].permute(1, 2, 0).numpy()
         write_png(CLIP_DIR / f"frame.{i + 1:04d}.png", rgb)

@@ -13,7 +13,7 @@ from livelayers.engine.atlas.render import Edit, render_edit
 from livelayers.engine.atlas.synthetic import make_toy_clip
 
 # Measured on this machine (steps=250, batch 2048, hash encoding, masks given):
-# PSNR 39-42 dB, IoU 0.98, mark error < 0.3 px. Thresholds keep a margin.
+# PSNR 35.7 dB, IoU 0.985, mark error <= 0.70 px (docs/atlas.md). Thresholds keep a margin.
 STEPS = 250
 MIN_PSNR, MIN_IOU, MAX_TRACK_ERR = 30.0, 0.9, 1.0
 RES = 128
@@ -21,7 +21,9 @@ RES = 128
 
 @pytest.fixture(scope="module")
 def clip():
-    return make_toy_clip(n_frames=8, height=64, width=64, seed=0)
+    # Checkered: motion is observable everywhere (stripes leave the motion along
+    # them ambiguous inside the object; there we measured up to 1.1 px drift).
+    return make_toy_clip(n_frames=8, height=64, width=64, seed=0, texture="checkered")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -31,8 +31,9 @@ def test_demo_writes_a_layered_exr_that_oiiotool_reads(tmp_path):
     assert exr.is_file() and str(exr) in run.stdout
     info = subprocess.run([OIIOTOOL, "--info", "-v", str(exr)], capture_output=True, text=True,
                           check=True).stdout
-    for channel in ("R, G, B, A", "composite.R", "source.R", "alpha.A", "relevancy.Y",
-                    "greenscreen.R"):
+    for channel in ("R (half), G (half), B (half), A (half)", "composite.R (half)",
+                    "source.R (half)", "edit.A (half)", "alpha.A (float)", "relevancy.Y (float)",
+                    "greenscreen.R (half)"):
         assert channel in info, channel
     assert "livelayers/prompt: \"blue circle\"" in info
     assert "livelayers/version" in info and "livelayers/api_workflow" in info
@@ -73,16 +74,26 @@ def test_sigterm_stops_cleanly_with_a_checkpoint_and_no_partial_output(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "livelayers", "run", str(graph), "--progress",
                              "log"], cwd=ROOT, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    deadline = time.time() + 300
-    for line in proc.stderr:  # wait until training reports its first step
-        if "LL_Text2LIVE" in line or time.time() > deadline:
-            break
-    proc.send_signal(signal.SIGTERM)
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read():  # wait (in a thread, so a silent child cannot hang the test) for training
+        for line in proc.stderr:
+            lines.append(line)
+            if "LL_Text2LIVE" in line:
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        rest = proc.communicate(timeout=120)[1]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
+        assert started.wait(timeout=300), "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=10)
+    rest = "".join(lines)
     assert proc.returncode == 130, rest
     assert "stopped" in rest
     out = tmp_path / "out"

@@ -167,15 +167,22 @@ def test_bad_inputs_give_clear_errors(graphs, tmp_path):
 
 
 def test_cli_export_job(graphs, tmp_path, capsys):
-    """`python -m livelayers export-job …`, through the runner's own argument parser."""
+    """`python -m livelayers export-job …`, through the runner's own argument parser,
+    which validates the graph against the real node registry first."""
     from livelayers.__main__ import main
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo.json"
     out = tmp_path / "job"
-    argv = ["export-job", str(graphs[0]), "--frames", "1-20", "--chunk", "5",
-            "--format", "openjd", "--out", str(out), "--set", "1.prompt=a hat"]
+    argv = ["export-job", str(demo), "--frames", "1-20", "--chunk", "5",
+            "--format", "openjd", "--out", str(out), "--set", "3.prompt=a hat"]
     assert main(argv) == 0
     template = yaml.safe_load((out / "template.yaml").read_text())
     assert {p["name"]: p.get("default") for p in template["parameterDefinitions"]}[
-        "Set_1_prompt"] == "a hat"
+        "Set_3_prompt"] == "a hat"
+    # a graph with classes this pack does not have is refused before anything is written
+    assert main(["export-job", str(graphs[0]), "--frames", "1-20", "--out",
+                 str(tmp_path / "bad")]) == 2
+    assert "unknown node class 'LL_Fake'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
     assert main(argv[:2] + ["--frames", "1-20:"] + argv[4:]) == 2
     err = capsys.readouterr().err
     assert "export-job: --frames:" in err and "not an Open Job Description range" in err
