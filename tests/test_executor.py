@@ -192,3 +192,14 @@ def test_load_workflow_rejects_ui_format_and_bad_json(tmp_path):
     wrapped = tmp_path / "wrapped.json"
     wrapped.write_text('{"prompt": {"1": {"class_type": "Number", "inputs": {"value": 1}}}}')
     assert executor.load_workflow(wrapped)["1"]["class_type"] == "Number"
+
+
+def test_every_shipped_example_graph_validates_against_the_real_nodes():
+    import json
+    from pathlib import Path
+    from livelayers.nodes import NODE_CLASS_MAPPINGS
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.json"))
+    assert len(examples) >= 5
+    for path in examples:
+        order = validate_workflow(json.loads(path.read_text()), NODE_CLASS_MAPPINGS)
+        assert order, path.name
