@@ -106,7 +106,7 @@ def main() -> None:
         job = farm.make_job(graph, "1001-1100", 10, train_graph=graph)
         t_jd = best_of(lambda: farm.export_openjd(job, Path(tmp) / "jd"), args.repeat)
         t_cue = best_of(lambda: farm.export_opencue(job, Path(tmp) / "cue"), args.repeat)
-    print(f"\nexport 100 frames, chunk 10, train + render")
+    print("\nexport 100 frames, chunk 10, train + render")
     print(f"{'openjd (template + openjd.model validation)':46s} {t_jd:8.3f} s")
     print(f"{'opencue (pyoutline spec XML)':46s} {t_cue:8.3f} s   ratio {t_cue / t_jd:.2f}")
 

@@ -33,3 +33,19 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def replace_folder(staged: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Move a fully written folder ``staged`` to ``final``, replacing any old
+    one, so that ``final`` is always either the old or the new folder whole."""
+    import shutil
+
+    staged, final = Path(staged), Path(final)
+    if not final.exists():
+        os.replace(staged, final)
+        return
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
+    os.replace(staged, final)
+    shutil.rmtree(old, ignore_errors=True)

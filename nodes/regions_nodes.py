@@ -89,6 +89,10 @@ class LL_LearnableRegions:
         }, "optional": {
             "source_prompt": ("STRING", {"default": "a photo", "tooltip":
                               "Describes the unedited image; reference of the directional loss."}),
+            "objective": (["gumbel", "expected", "image"], {"default": "gumbel", "tooltip":
+                          "How the box choice learns: 'gumbel' = straight-through Gumbel sample of "
+                          "the exact per-box losses (default), 'expected' = softmax-weighted losses, "
+                          "'image' = CLIP loss of the blended edit (first-order, for comparison)."}),
             "smallest_box": ("FLOAT", {"default": 0.2, "min": 0.02, "max": 1.0, "step": 0.01,
                              "tooltip": "Smallest box side, as a fraction of the shorter image side."}),
             "largest_box": ("FLOAT", {"default": 0.8, "min": 0.02, "max": 1.0, "step": 0.01,
@@ -99,7 +103,7 @@ class LL_LearnableRegions:
 
     def run(self, dino, clip, diffusion, image, prompt, anchors=3, boxes_per_anchor=5, steps=30,
             diffusion_steps=100, seed=0, source_prompt="a photo", smallest_box=0.2,
-            largest_box=0.8, samples=2):
+            largest_box=0.8, samples=2, objective="gumbel"):
         from ..engine.regions import box_sizes_for, diffusion_editor, learn_regions
         node = "LL_LearnableRegions"
         x = image_to_nchw(image, node)
@@ -119,7 +123,7 @@ class LL_LearnableRegions:
         result = learn_regions(dino, clip, editor, x, prompt, K=anchors,
                                box_sizes=box_sizes_for(boxes_per_anchor, smallest_box, largest_box),
                                steps=steps, seed=seed, source_prompt=source_prompt,
-                               progress=progress, node=node)
+                               objective=objective, progress=progress, node=node)
         return (nchw_to_image(result.image), n1hw_to_mask(result.mask),
                 nchw_to_image(result.layer_rgb), n1hw_to_mask(result.layer_alpha))
 

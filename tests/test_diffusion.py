@@ -5,7 +5,6 @@ Quality tests with the trained toy models are in test_diffusion_quality.py.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

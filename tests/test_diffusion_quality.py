@@ -5,7 +5,6 @@ and set with margin.
 """
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from livelayers.engine.errors import CorruptFileError, ModelNotFoundError
+from livelayers.engine.errors import ModelNotFoundError
 from livelayers.engine.models import catalogue, resolve
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..atomic import atomic_path
 from ..errors import CorruptFileError, InputError

@@ -45,7 +45,6 @@ def make_toy_clip(n_frames: int = 8, height: int = 64, width: int = 64, seed: in
     """A clip of ``n_frames`` (N, 3, H, W) with an object moving ``velocity``
     pixels per frame and the background panning ``pan`` whole pixels per frame."""
     rng = np.random.default_rng(seed)
-    short = min(height, width)
     pad = int(np.ceil(max(abs(pan[0]), abs(pan[1])) * n_frames)) + 2
     bg_big = scenes.render_background(background, height + 2 * pad, width + 2 * pad,
                                       int(rng.integers(2 ** 31)))

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import replace_folder
 from . import scenes
 
 MODEL_CFG = {
@@ -63,14 +62,7 @@ def save_local_dir(model, out: Path, extra: dict | None = None) -> None:
     if extra:
         cfg["livelayers"] = extra
     (tmp / HF_CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    replace_folder(tmp, out)
 
 
 def _to_tensor(images_u8: np.ndarray) -> torch.Tensor:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..atomic import replace_folder
 from ..errors import Cancelled
 from ..progress import Progress, ensure
 from . import scenes
@@ -80,14 +79,7 @@ def save_folder(unet, scheduler, out: Path, info: dict) -> None:
     (tmp / "README.md").write_text(
         "# toy_ddpm\n\nTiny pixel DDPM of the LiveLayers toy world, made by "
         "`engine/toyworld/train_ddpm.py`.\n\n" + "\n".join(f"- {l}" for l in lines) + "\n")
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    replace_folder(tmp, out)
 
 
 def train(out: Path, steps: int = 2000, batch: int = 48, lr: float = 5e-4, pool: int = 6000,
