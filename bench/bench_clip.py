@@ -9,7 +9,6 @@ machine; they are never asserted in tests.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
@@ -17,15 +16,7 @@ import torch
 from livelayers.engine.models.clip import load_clip
 from livelayers.engine.relevancy import relevancy_map
 
-
-def best_of(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from _timing import best_of  # bench/_timing.py
 
 
 def main(argv=None) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -18,14 +17,7 @@ import torch
 from livelayers.engine.io import (COMPRESSIONS, LayerSpec, load_image, read_exr_layers, to_linear,
                                   write_layered_exr)
 
-
-def _best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from _timing import best_of  # bench/_timing.py
 
 
 def _layers(size: int, with_data: bool) -> dict:
@@ -47,9 +39,9 @@ def bench_exr(size: int, repeat: int) -> None:
         for comp in COMPRESSIONS:
             layers = _layers(size, with_data=comp not in ("dwaa", "dwab"))
             path = Path(tmp) / f"{comp}.exr"
-            w = _best(lambda: write_layered_exr(path, layers, compression=comp), repeat)
-            r = _best(lambda: read_exr_layers(path), repeat)
-            ld = _best(lambda: load_image(path, layer="source"), repeat)
+            w = best_of(lambda: write_layered_exr(path, layers, compression=comp), repeat)
+            r = best_of(lambda: read_exr_layers(path), repeat)
+            ld = best_of(lambda: load_image(path, layer="source"), repeat)
             rows[comp] = (w, r, ld, path.stat().st_size / 1024)
     zw, _, _, zs = rows["zip"]
     for comp, (w, r, ld, kib) in rows.items():
@@ -64,8 +56,8 @@ def bench_colour(size: int, repeat: int) -> None:
     def formula():
         torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
-    t_oiio = _best(lambda: to_linear(x), repeat)
-    t_torch = _best(formula, repeat)
+    t_oiio = best_of(lambda: to_linear(x), repeat)
+    t_torch = best_of(formula, repeat)
     print(f"\nsRGB -> lin_rec709, 4x3x{size}x{size}")
     print(f"{'method':<22}{'ms':>10}{'ratio':>8}")
     print(f"{'OIIO colorconvert':<22}{t_oiio * 1e3:>10.1f}{t_oiio / t_torch:>8.2f}")

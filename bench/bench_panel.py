@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -26,6 +25,8 @@ from livelayers.engine import farm
 from livelayers.engine import progress as engine_progress
 from livelayers.engine.executor import run_workflow
 from livelayers.engine.progress import Progress
+
+from _timing import best_of  # bench/_timing.py
 
 
 class LL_BenchLoop:
@@ -50,16 +51,6 @@ class LL_BenchLoop:
 
 
 REGISTRY = {"LL_BenchLoop": LL_BenchLoop}
-
-
-def best_of(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
