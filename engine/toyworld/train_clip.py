@@ -128,8 +128,17 @@ def zero_shot_accuracy(model, tokenizer, n: int = 400, seed: int = 12345) -> dic
     return out
 
 
+def load_weights(model, folder: Path) -> None:
+    """Start from an earlier toy model (fine-tuning continues its training)."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME
+    from safetensors.torch import load_file
+    state = load_file(str(Path(folder) / HF_SAFE_WEIGHTS_NAME))
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+
+
 def train(out: Path, steps: int, batch: int, lr: float, seed: int, pool_size: int,
-          save_every: int, threads: int | None) -> dict:
+          save_every: int, threads: int | None, init: Path | None = None,
+          previous_steps: int = 0) -> dict:
     import open_clip
     from open_clip.loss import ClipLoss
 
@@ -138,6 +147,8 @@ def train(out: Path, steps: int, batch: int, lr: float, seed: int, pool_size: in
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = build_model()
+    if init is not None:
+        load_weights(model, init)
     tokenizer = open_clip.SimpleTokenizer(context_length=MODEL_CFG["text_cfg"]["context_length"])
     loss_fn = ClipLoss()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -169,8 +180,8 @@ def train(out: Path, steps: int, batch: int, lr: float, seed: int, pool_size: in
             acc = zero_shot_accuracy(model, tokenizer)
             model.train()
             print(f"step {step}: zero-shot {acc}", flush=True)
-            save_local_dir(model, out, extra={"trained_steps": step, "batch": batch,
-                                              "seed": seed, "zero_shot": acc})
+            save_local_dir(model, out, extra={"trained_steps": previous_steps + step,
+                                              "batch": batch, "seed": seed, "zero_shot": acc})
     return acc
 
 
@@ -184,9 +195,15 @@ def main(argv=None) -> None:
     ap.add_argument("--pool", type=int, default=20000)
     ap.add_argument("--save-every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="continue from this local-dir model (e.g. a second, lower-lr phase)")
     args = ap.parse_args(argv)
+    previous = 0
+    if args.init is not None:
+        cfg = json.loads((args.init / "open_clip_config.json").read_text())
+        previous = cfg.get("livelayers", {}).get("trained_steps", 0)
     acc = train(args.out, args.steps, args.batch, args.lr, args.seed, args.pool,
-                args.save_every, args.threads)
+                args.save_every, args.threads, init=args.init, previous_steps=previous)
     print(json.dumps(acc))
 
 
