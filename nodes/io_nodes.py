@@ -218,6 +218,9 @@ class LL_SaveEXR:
                 "colourspace": (["auto", *io_colour.LINEAR_SPACES], {"default": "auto", "tooltip":
                                 "Scene-linear space of the colour layers; auto = the plate's if it is "
                                 "linear, else lin_rec709."}),
+                "colour_depth": (["half", "float"], {"default": "half", "tooltip":
+                                 "Bit depth of the colour layers: half (16-bit float, the VFX norm) or "
+                                 "float (32-bit). Data layers (UVs, alpha, relevancy) are always float."}),
                 "keep_nonnegative": ("BOOLEAN", {"default": False, "tooltip":
                                      "Raise the edit's alpha minimally so its premultiplied linear colour "
                                      "is never negative (the Over stays exact). Off: negative values kept."}),
@@ -243,7 +246,8 @@ class LL_SaveEXR:
 
     def save(self, path, edit_image=None, edit_alpha=None, source=None, composite=None, alpha=None,
              relevancy=None, greenscreen=None, uv_fg=None, uv_bg=None, atlas=None, plate=None,
-             frames="", compression="zip", colourspace="auto", keep_nonnegative=False, metadata="",
+             frames="", compression="zip", colourspace="auto", colour_depth="half",
+             keep_nonnegative=False, metadata="",
              edit_prompt="", seed=-1, prompt=None, extra_pnginfo=None):
         node = type(self).__name__
         if not isinstance(path, str) or not path.strip():
@@ -258,7 +262,8 @@ class LL_SaveEXR:
         meta = _provenance(parse_metadata(metadata, node), edit_prompt, seed, prompt, extra_pnginfo)
         paths = save_edit_exr(_resolve(path, "output"), tensors, plate=plate, frames=frames,
                               compression=compression, colourspace=colourspace, metadata=meta,
-                              keep_nonnegative=bool(keep_nonnegative), node=node)
+                              keep_nonnegative=bool(keep_nonnegative), colour_depth=colour_depth,
+                              node=node)
         text = [str(p) for p in paths]
         return {"ui": {"images": _previews(tensors), "text": text, "written": text},
                 "result": ("\n".join(text),)}

@@ -214,3 +214,16 @@ def test_load_is_changed_follows_the_files(tmp_path):
     assert LL_LoadImage.IS_CHANGED(str(tmp_path / "s.####.png")) != before
     missing = LL_LoadImage.IS_CHANGED(str(tmp_path / "none.png"))
     assert missing != missing  # NaN: always re-run, so load() reports the problem
+
+
+def test_save_colour_depth_float_writes_float_colour(tmp_path):
+    from livelayers.engine.io import read_exr_header
+    img = torch.rand(1, 8, 8, 3)
+    for depth, fmt in (("half", "half"), ("float", "float")):
+        path = LL_SaveEXR().save(str(tmp_path / f"{depth}.exr"), composite=img,
+                                 colour_depth=depth)["result"][0]
+        formats = read_exr_header(path)["channelformats"]
+        assert formats["composite.R"] == fmt
+    with pytest.raises(InputError, match="colour_depth"):
+        LL_SaveEXR().save(str(tmp_path / "bad.exr"), composite=img, colour_depth="int8")
+    assert not (tmp_path / "bad.exr").exists()

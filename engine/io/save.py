@@ -93,7 +93,8 @@ def _check_batches(tensors: dict[str, torch.Tensor], plate: PlateInfo | None, no
 def save_edit_exr(path: str | os.PathLike, inputs: dict[str, torch.Tensor | None], *,
                   plate: PlateInfo | None = None, frames: str = "", compression: str = "zip",
                   colourspace: str = "auto", metadata: dict | None = None,
-                  keep_nonnegative: bool = False, node: str = "LL_SaveEXR") -> list[Path]:
+                  keep_nonnegative: bool = False, colour_depth: str = "half",
+                  node: str = "LL_SaveEXR") -> list[Path]:
     """Write the connected layers, one EXR per batch element.
 
     Args:
@@ -137,8 +138,10 @@ def save_edit_exr(path: str | os.PathLike, inputs: dict[str, torch.Tensor | None
     if plate is not None:
         meta.setdefault("source_plate", plate.pattern or (plate.paths[0] if plate.paths else ""))
         meta.setdefault("source_colourspace", plate.colourspace)
+    if colour_depth not in ("half", "float"):
+        raise InputError(node, "colour_depth", f"is {colour_depth!r}", "half | float")
     write_exr_sequence(path, numbers, layers, info=plate, compression=compression,
-                       metadata=meta, colourspace=space)
+                       metadata=meta, colourspace=space, half_colour=colour_depth == "half")
     return paths
 
 
