@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..engine.atlas import ENCODINGS, AtlasSettings, decompose, load_atlas, save_atlas
+from ..engine.atlas.flow import FLOW_METHODS
 from ..engine.atlas.products import check_resolution, extract
 from ..engine.atlas.render import Edit, render_edit
 from ..engine.atlas.train import fingerprint
@@ -65,16 +66,23 @@ class LL_AtlasDecompose:
                               "tooltip": "Random pixels per iteration."}),
             "device": (["auto", "cpu", "cuda"], {"default": "auto",
                        "tooltip": "auto = the GPU when present, else the CPU."}),
+            "flow": (list(FLOW_METHODS), {"default": "dis", "tooltip":
+                     "Optical flow for the consistency losses: OpenCV DIS (default), Farneback, "
+                     "or torchvision RAFT from local weights (raft_weights)."}),
+            "raft_weights": ("STRING", {"default": "", "tooltip":
+                             "For flow = raft: a local raft_large/raft_small state dict "
+                             "(.safetensors or a torch file); nothing is downloaded."}),
         }}
 
     def run(self, frames, steps, seed, encoding, atlas_path, masks=None, run_dir="",
-            first_frame=1, batch=2048, device="auto"):
+            first_frame=1, batch=2048, device="auto", flow="dis", raft_weights=""):
         node = "LL_AtlasDecompose"
         x = image_to_nchw(frames, node, "frames")
         m = None if masks is None else mask_to_n1hw(masks, node, "masks", size=tuple(x.shape[-2:]))
         if encoding not in ENCODINGS:
             raise InputError(node, "encoding", f"is {encoding!r}", " or ".join(ENCODINGS))
-        settings = AtlasSettings(encoding=encoding, steps=int(steps), batch=int(batch))
+        settings = AtlasSettings(encoding=encoding, steps=int(steps), batch=int(batch),
+                                 flow_method=flow, raft_weights=raft_weights.strip())
         settings.validate(node)
         if m is not None and m.shape[0] != x.shape[0]:
             raise InputError(node, "masks", f"holds {m.shape[0]} masks for {x.shape[0]} frames",

@@ -62,6 +62,8 @@ class AtlasSettings:
     w_global_rigidity_bg: float = 0.05    # NLA 50
     global_rigidity_until: float = 0.3    # fraction of the steps (NLA: 5000 of 400k)
     flow_fb_threshold: float = 1.0    # forward–backward flow error in pixels
+    flow_method: str = "dis"          # dis | farneback | raft (engine/atlas/flow.py)
+    raft_weights: str = ""            # local RAFT weights when flow_method = raft
     checkpoint_every: int = 250
 
     def to_dict(self) -> dict:
@@ -80,6 +82,11 @@ class AtlasSettings:
             raise InputError(node, "steps", f"is {self.steps}", "an integer >= 1")
         if self.batch < 16:
             raise InputError(node, "batch", f"is {self.batch}", "an integer >= 16")
+        from .flow import FLOW_METHODS
+        if self.flow_method not in FLOW_METHODS:
+            raise InputError(node, "flow", f"is {self.flow_method!r}", " | ".join(FLOW_METHODS))
+        if self.flow_method == "raft" and not self.raft_weights:
+            raise InputError(node, "raft_weights", "is empty", "local RAFT weights when flow = raft")
 
 
 def mlp(n_in: int, width: int, depth: int, n_out: int, skips: tuple[int, ...] = ()) -> "SkipMLP":

@@ -1,10 +1,24 @@
-"""Optical flow between neighbouring frames (OpenCV DIS), with NLA's
-forward–backward consistency check."""
+"""Optical flow between neighbouring frames, with NLA's forward–backward
+consistency check.
+
+Methods: OpenCV's DIS (default) or Farneback, or torchvision's RAFT when its
+weights are on this machine (``raft_weights``: a safetensors file or a
+``weights_only`` torch file of ``raft_large``/``raft_small``; nothing is
+downloaded).
+"""
 from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 import torch
+
+from ..errors import CorruptFileError, InputError, ModelNotFoundError
+
+FLOW_METHODS = ("dis", "farneback", "raft")
 
 
 def _grey_u8(frame: torch.Tensor) -> np.ndarray:
@@ -19,6 +33,67 @@ def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return dis.calc(a, b, None)
 
 
+def farneback_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dense Farneback flow a → b, (H, W, 2) in pixels (x, y)."""
+    return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 4, 15, 5, 5, 1.1, 0)
+
+
+@lru_cache(maxsize=2)
+def load_raft(weights: str) -> torch.nn.Module:
+    """torchvision RAFT (large or small, told apart by the weights) from a local file."""
+    from torchvision.models.optical_flow import raft_large, raft_small
+
+    path = Path(weights)
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"RAFT weights {path} not found: save torchvision's Raft_Large_Weights (or small) "
+            "state dict there, as .safetensors or a torch file; nothing is downloaded")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for build in (raft_large, raft_small):  # whichever the weights fit
+        model = build(weights=None, progress=False)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError:
+            continue
+        return model.eval()
+    raise CorruptFileError(f"{path}: not the weights of torchvision's raft_large or raft_small")
+
+
+def raft_flow(model: torch.nn.Module, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """RAFT flow a → b for (3, H, W) [0,1] frames, (H, W, 2) in pixels. The
+    frames are padded (replicate) to multiples of 8, as RAFT needs, and cropped back."""
+    h, w = a.shape[-2:]
+    if min(h, w) < 128:  # RAFT's correlation pyramid needs 1/8-resolution maps >= 16
+        raise InputError("LL_AtlasDecompose", "flow", f"is raft on {w}x{h} frames",
+                         "raft on frames of at least 128x128, or dis/farneback")
+    ph, pw = (-h) % 8, (-w) % 8
+    pair = torch.stack([a, b]) * 2 - 1
+    pair = torch.nn.functional.pad(pair, (0, pw, 0, ph), mode="replicate")
+    with torch.no_grad():
+        flow = model(pair[:1], pair[1:], num_flow_updates=12)[-1][0]
+    return flow[:, :h, :w].permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+
+def flow_function(method: str = "dis", raft_weights: str | None = None,
+                  node: str = "LL_AtlasDecompose") -> Callable[[torch.Tensor, torch.Tensor], np.ndarray]:
+    """A flow estimator ``(frame_a, frame_b) -> (H, W, 2)`` for ``method``."""
+    if method == "dis":
+        return lambda a, b: dis_flow(_grey_u8(a), _grey_u8(b))
+    if method == "farneback":
+        return lambda a, b: farneback_flow(_grey_u8(a), _grey_u8(b))
+    if method == "raft":
+        if not raft_weights:
+            raise InputError(node, "raft_weights", "is empty",
+                             "the path of local RAFT weights when flow = raft")
+        model = load_raft(str(raft_weights))
+        return lambda a, b: raft_flow(model, a, b)
+    raise InputError(node, "flow", f"is {method!r}", " | ".join(FLOW_METHODS))
+
+
 def _consistent(fwd: np.ndarray, bwd: np.ndarray, threshold: float) -> np.ndarray:
     """Pixels whose forward flow, followed by the backward flow at its end,
     returns within ``threshold`` pixels (and lands inside the frame)."""
@@ -31,7 +106,8 @@ def _consistent(fwd: np.ndarray, bwd: np.ndarray, threshold: float) -> np.ndarra
     return (err < threshold) & inside
 
 
-def clip_flows(frames: torch.Tensor, threshold: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def clip_flows(frames: torch.Tensor, threshold: float = 1.0, method: str = "dis",
+               raft_weights: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Flow of every frame to its next (+1) and previous (−1) frame.
 
     frames ``(N, 3, H, W)`` → ``flow (N, 2, H, W, 2)`` [direction 0 = to t+1,
@@ -39,12 +115,13 @@ def clip_flows(frames: torch.Tensor, threshold: float = 1.0) -> tuple[torch.Tens
     (forward–backward error < ``threshold`` px; never valid off the clip's ends).
     """
     n, _, h, w = frames.shape
-    grey = [_grey_u8(f) for f in frames]
+    estimate = flow_function(method, raft_weights)
+    frames = frames.detach().float().cpu()
     flow = np.zeros((n, 2, h, w, 2), np.float32)
     valid = np.zeros((n, 2, h, w), bool)
     for t in range(n - 1):
-        fwd = dis_flow(grey[t], grey[t + 1])
-        bwd = dis_flow(grey[t + 1], grey[t])
+        fwd = estimate(frames[t], frames[t + 1])
+        bwd = estimate(frames[t + 1], frames[t])
         flow[t, 0], valid[t, 0] = fwd, _consistent(fwd, bwd, threshold)
         flow[t + 1, 1], valid[t + 1, 1] = bwd, _consistent(bwd, fwd, threshold)
     return torch.from_numpy(flow), torch.from_numpy(valid)

@@ -205,7 +205,8 @@ def decompose(frames: torch.Tensor, masks: torch.Tensor | None = None,
     run_dir = None if run_dir in (None, "") else Path(run_dir)
     fp = fingerprint(frames, masks, settings, seed)
 
-    flows, valid = clip_flows(frames, settings.flow_fb_threshold)
+    flows, valid = clip_flows(frames, settings.flow_fb_threshold, settings.flow_method,
+                              settings.raft_weights or None)
     clip = _Clip(frames, masks, flows, valid, dev)
     fields = build_fields(settings, seed).to(dev)
     opt = make_optimizer(fields, settings)
