@@ -20,7 +20,7 @@ import OpenImageIO as oiio
 import torch
 
 from livelayers.engine.atlas import AtlasSettings, decompose
-from livelayers.engine.atlas.products import atlas_grid
+from livelayers.engine.atlas.products import atlas_grid, frame_point_to_atlas
 from livelayers.engine.atlas.synthetic import make_toy_clip
 
 HERE = Path(__file__).parent
@@ -49,14 +49,9 @@ def main() -> None:
     frames = torch.round(clip.frames * 255) / 255
     masks = torch.round(clip.masks * 255) / 255
     atlas = decompose(frames, masks, AtlasSettings(steps=STEPS), seed=0, device="cpu")
-    ha, wa, (u0, v0, u1, v1) = atlas_grid(atlas, "fg", RESOLUTION)
-    p = (u1 - u0) / wa
-    uv_f, _, _ = atlas.frame_maps([0])
+    ha, wa, _ = atlas_grid(atlas, "fg", RESOLUTION)
     cx, cy = clip.centres[0]
-    g = torch.tensor([[[[cx / 96 * 2 - 1, cy / 64 * 2 - 1]]]], dtype=torch.float32)
-    uv = torch.nn.functional.grid_sample(uv_f, g, align_corners=False)[0, :, 0, 0]
-    col, row = float((uv[0] - u0) / p - 0.5), float((uv[1] - v0) / p - 0.5)
-    px = atlas.geometry.unit_per_pixel * 0.8 / p          # atlas pixels per frame pixel
+    col, row, px = frame_point_to_atlas(atlas, 0, float(cx), float(cy), RESOLUTION)
     rows, cols = np.mgrid[0:ha, 0:wa]
     d = np.hypot(rows - row, cols - col) / px              # distance in frame pixels
     ring = np.clip(1.5 - np.abs(d - 8), 0, 1)

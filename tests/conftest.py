@@ -27,3 +27,14 @@ def toy_clip(toy_clip_dir):
     """The toy open_clip model as a CLIPHandle (CPU, fp32)."""
     from livelayers.engine.models.clip import load_clip
     return load_clip(f"local-dir:{toy_clip_dir}", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch intra-op thread for the module: on a shared 2-core machine two
+    threads spin against other jobs and run several times slower. Restored after."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

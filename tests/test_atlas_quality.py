@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from livelayers.engine.atlas import AtlasSettings, decompose, load_atlas, save_atlas
-from livelayers.engine.atlas.products import atlas_grid, extract
+from livelayers.engine.atlas.products import atlas_grid, extract, frame_point_to_atlas
 from livelayers.engine.atlas.render import Edit, render_edit
 from livelayers.engine.atlas.synthetic import make_toy_clip
 
@@ -50,14 +50,10 @@ def test_reconstruction_and_opacity(atlas, clip):
 
 def _mark(atlas, clip, radius_px=3.0):
     """A soft disc painted on the fg atlas where frame 0's object centre maps."""
-    ha, wa, (u0, v0, u1, v1) = atlas_grid(atlas, "fg", RES)
-    p = (u1 - u0) / wa
-    uv_f, _, _ = atlas.frame_maps([0])
+    ha, wa, _ = atlas_grid(atlas, "fg", RES)
     cx, cy = clip.centres[0]
-    g = torch.tensor([[[[cx / 64 * 2 - 1, cy / 64 * 2 - 1]]]], dtype=torch.float32)
-    uv = torch.nn.functional.grid_sample(uv_f, g, align_corners=False)[0, :, 0, 0]
-    col, row = (uv[0] - u0) / p - 0.5, (uv[1] - v0) / p - 0.5
-    r = radius_px * atlas.geometry.unit_per_pixel * 0.8 / p   # frame pixels → atlas pixels
+    col, row, scale = frame_point_to_atlas(atlas, 0, float(cx), float(cy), RES)
+    r = radius_px * scale                                      # frame pixels → atlas pixels
     rows, cols = torch.meshgrid(torch.arange(ha), torch.arange(wa), indexing="ij")
     d = torch.sqrt((rows - row) ** 2 + (cols - col) ** 2)
     alpha = (r + 0.5 - d).clamp(0, 1)[None, None]

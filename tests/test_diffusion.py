@@ -14,14 +14,7 @@ from livelayers.engine.diffusion.latent import latent_mask, shrink_schedule
 from livelayers.engine.errors import InputError, ModelNotFoundError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads spin against
-    other jobs and run ~10x slower. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

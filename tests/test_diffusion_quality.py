@@ -22,13 +22,7 @@ MIN_BEST_RED_GAIN = 0.3
 DECODER_MAX_MEAN_DIFF = 0.08
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread (two spin against other jobs on a shared 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,7 @@ from livelayers.engine.toyworld import scenes
 TINY_GEN = GeneratorConfig(scales=3, channels_down=16, channels_up=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two shared cores: one intra-op thread is several times faster than two fighting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,7 @@ BLUE = torch.tensor(scenes.COLOURS["blue"])
 RED = torch.tensor(scenes.COLOURS["red"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def toy_scene(size: int = SIZE):

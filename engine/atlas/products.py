@@ -125,3 +125,28 @@ def extract(atlas: Atlas, resolution: int, indices: list[int]) -> dict[str, torc
 
 __all__ = ["LAYERS", "atlas_grid", "atlas_image", "atlas_coverage", "extract", "stmap", "uv_to_grid",
            "edit_box", "box_for_size", "check_resolution"]
+
+
+@torch.no_grad()
+def frame_point_to_atlas(atlas: Atlas, index: int, x: float, y: float, resolution: int,
+                         layer: str = "fg") -> tuple[float, float, float]:
+    """Where the frame point (x, y) of frame ``index`` lands in the discretised atlas.
+
+    (x, y) are continuous pixel coordinates: pixel i spans [i, i+1), its centre
+    is i + 0.5 (the convention of ``synthetic.ToyClip.centres``).
+
+    Returns ``(col, row, scale)``: atlas pixel coordinates (pixel centres at
+    integers, like the frame's) and atlas pixels per frame pixel, so a paint of
+    radius r frame pixels is r·scale atlas pixels. This is how a mark painted
+    on the atlas is placed over an object seen in a frame.
+    """
+    _, wa, (u0, v0, u1, _) = atlas_grid(atlas, layer, resolution)
+    per_pixel = (u1 - u0) / wa                       # atlas units per atlas pixel
+    uv_f, uv_b, _ = atlas.frame_maps([index])
+    g = atlas.geometry
+    grid = torch.tensor([[[[x / g.width * 2 - 1, y / g.height * 2 - 1]]]],
+                        dtype=uv_f.dtype)
+    uv = torch.nn.functional.grid_sample(uv_f if layer == "fg" else uv_b, grid,
+                                         align_corners=False)[0, :, 0, 0]
+    col, row = float((uv[0] - u0) / per_pixel - 0.5), float((uv[1] - v0) / per_pixel - 0.5)
+    return col, row, float(g.unit_per_pixel * 0.8 / per_pixel)
