@@ -1,7 +1,11 @@
 """Atlas bench: time to reach a reconstruction PSNR with hash-grid fields vs
-the original positional-encoding MLPs, and edit-render speed at 1080p.
+the original positional-encoding MLPs, edit-render speed at 1080p, the
+per-frame UV/opacity maps at 1080p (the hash encoding's level-by-level path
+vs the direct all-corners gather it replaced), and memory vs clip length.
 
     nice -n 10 python bench/bench_atlas.py [--cap 120] [--threads 2]
+    python bench/bench_atlas.py --only maps      # 1080p maps before/after
+    python bench/bench_atlas.py --only memory [--device cuda]
 
 The same toy clip (8 frames, 64×64, known motion, masks given), the same
 batch and objective for both encodings; only the fields differ. PSNR is over
@@ -20,9 +24,14 @@ import time
 
 import torch
 
+import contextlib
+import resource
+
 from livelayers.engine.atlas import AtlasSettings
 from livelayers.engine.atlas import train
 from livelayers.engine.atlas.coords import ClipGeometry
+from livelayers.engine.atlas.encoding import HashGrid
+from livelayers.engine.atlas.store import Atlas
 from livelayers.engine.atlas.flow import clip_flows
 from livelayers.engine.atlas.render import Edit, render_maps
 from livelayers.engine.atlas.synthetic import make_toy_clip
@@ -41,7 +50,7 @@ def clip_psnr(fields, geo: ClipGeometry, frames: torch.Tensor) -> float:
 
 def time_to_psnr(encoding: str, clip, cap_s: float, eval_every: int) -> dict:
     s = AtlasSettings(encoding=encoding, steps=100000)
-    flows, valid = clip_flows(clip.frames)
+    flows, valid = clip_flows(clip.frames, min_side=AtlasSettings().flow_min_side)
     data = train._Clip(clip.frames, clip.masks, flows, valid, torch.device("cpu"))
     fields = train.build_fields(s, 0)
     opt = train.make_optimizer(fields, s)
@@ -98,13 +107,129 @@ def field_seconds_per_1080p_frame(encoding: str) -> float:
     return (time.process_time() - t0) / torch.get_num_threads() * (1080 * 1920) / xyt.shape[0]
 
 
+@contextlib.contextmanager
+def reference_encoding():
+    """Evaluate hash grids with the direct all-levels gather (the path before the
+    level-by-level forward), for the 'before' column."""
+    fast = HashGrid.forward
+    HashGrid.forward = HashGrid.forward_reference
+    try:
+        yield
+    finally:
+        HashGrid.forward = fast
+
+
+def frame_maps_seconds(height: int = 1080, width: int = 1920, chunk: int = 1 << 16,
+                       reference: bool = False) -> tuple[float, torch.Tensor]:
+    """CPU seconds (per thread) of one full frame's UV + opacity maps
+    (``Atlas.frame_maps`` without the cache), and the maps (5, H, W)."""
+    s = AtlasSettings()
+    fields = train.build_fields(s, 0).eval()
+    with torch.no_grad():  # untrained fields are flat (mappings exactly 0.8·xy): give them structure
+        g = torch.Generator().manual_seed(1)
+        for p in fields.grid_parameters():
+            p.uniform_(-0.5, 0.5, generator=g)
+        for m in (fields.map_fg, fields.map_bg):
+            m.net.out.weight.normal_(0, 0.1, generator=g)
+    atlas = Atlas(fields, s, ClipGeometry(2, height, width), [0, 1], boxes={})
+    with reference_encoding() if reference else contextlib.nullcontext():
+        t0 = time.process_time()
+        maps = atlas._evaluate_frame(0, chunk)
+        seconds = (time.process_time() - t0) / torch.get_num_threads()
+    return seconds, torch.cat(maps)
+
+
+def bench_maps() -> None:
+    print("\nUV/opacity maps of one 1920x1080 frame (hash encoding, CPU s per thread):")
+    new_s, new = frame_maps_seconds()
+    big_s, _ = frame_maps_seconds(chunk=1 << 18)
+    old_s, old = frame_maps_seconds(reference=True)
+    diff = float((new - old).abs().max())
+    print(f"{'path':<44} {'s/frame':>8}")
+    print(f"{'before: all-corners gather (forward_reference)':<44} {old_s:8.2f}")
+    print(f"{'after: level by level, chunk 65536':<44} {new_s:8.2f}")
+    print(f"{'after: level by level, chunk 262144':<44} {big_s:8.2f}")
+    print(f"speed-up before/after: {old_s / new_s:.1f}x; max |after - before| = {diff:.2e}")
+
+
+def _tensor_bytes(*tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def train_memory(n_frames: int, height: int, width: int, steps: int, device: str) -> dict:
+    """A few training steps on a toy clip: host bytes of the clip's tensors
+    (frames, flows, fb masks; kept on the CPU) and the device's peak bytes."""
+    from livelayers.engine.atlas.flow import clip_flows
+    from livelayers.engine.atlas.synthetic import make_toy_clip
+    dev = torch.device(device)
+    # Big frames: a quarter-size toy clip upsampled (drawing 1080p toy frames
+    # directly supersamples 4x4 and takes gigabytes).
+    up = 4 if min(height, width) >= 512 else 1
+    clip = make_toy_clip(n_frames=n_frames, height=height // up, width=width // up, seed=0,
+                         velocity=(20.0 / n_frames, 5.0 / n_frames), pan=(0, 0))
+    if up > 1:
+        clip.frames = torch.nn.functional.interpolate(clip.frames, scale_factor=up, mode="bilinear")
+        clip.masks = torch.nn.functional.interpolate(clip.masks, scale_factor=up, mode="bilinear")
+    s = AtlasSettings(steps=steps)
+    t0 = time.perf_counter()
+    flows, valid = clip_flows(clip.frames, min_side=s.flow_min_side)
+    flow_s = time.perf_counter() - t0
+    data = train._Clip(clip.frames, clip.masks, flows, valid, dev)
+    fields = train.build_fields(s, 0).to(dev)
+    opt = train.make_optimizer(fields, s)
+    gen = torch.Generator().manual_seed(0)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for step in range(steps):
+        loss, _ = train.training_step(fields, data, s, step, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    step_s = (time.perf_counter() - t0) / steps
+    peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else None
+    host = _tensor_bytes(data.rgb, data.mask, data.flow, data.valid)
+    return {"frames": n_frames, "size": f"{width}x{height}", "host_mb": host / 2 ** 20,
+            "device_peak_mb": None if peak is None else peak / 2 ** 20, "s_per_step": step_s,
+            "flow_s": flow_s}
+
+
+def bench_memory(device: str, steps: int) -> None:
+    print(f"\ntraining memory vs clip length ({steps} steps, batch {AtlasSettings().batch}, "
+          f"device {device}; the clip stays on the CPU, batches go to the device):")
+    print(f"{'frames':>6} {'size':>10} {'clip on CPU MB':>15} {'device peak MB':>15} "
+          f"{'s/step':>7} {'flow s':>7}")
+    for n, h, w in ((8, 64, 64), (50, 64, 64), (200, 64, 64), (3, 1080, 1920)):
+        r = train_memory(n, h, w, steps, device)
+        peak = "n/a (cpu)" if r["device_peak_mb"] is None else f"{r['device_peak_mb']:.1f}"
+        print(f"{r['frames']:6d} {r['size']:>10} {r['host_mb']:15.1f} {peak:>15} "
+              f"{r['s_per_step']:7.3f} {r['flow_s']:7.1f}")
+    print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cap", type=float, default=120.0, help="seconds of training per encoding")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--only", choices=("all", "train", "maps", "memory"), default="all",
+                    help="run one part: train = time-to-PSNR + render fps")
+    ap.add_argument("--device", default="cpu", help="device of the memory part (cpu | cuda)")
+    ap.add_argument("--memory-steps", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.only in ("all", "maps"):
+        bench_maps()
+    if args.only in ("all", "memory"):
+        bench_memory(args.device, args.memory_steps)
+    if args.only in ("all", "train"):
+        bench_training(args)
+
+
+def bench_training(args) -> None:
     clip = make_toy_clip(n_frames=8, height=64, width=64, seed=0)
     print(f"clip: 8 frames 64x64, masks given; batch {AtlasSettings().batch} px/step; "
           f"cap {args.cap:.0f} CPU s per encoding; {args.threads} thread(s); times in CPU seconds")
@@ -130,7 +255,8 @@ def main() -> None:
     print(f"\nedit render at 1920x1080 (grid-sample fg+bg, composite), maps given: {fps:.2f} fps "
           f"(CPU-time based, ~ fps on {args.threads} idle core(s))")
     for enc in ("hash", "positional"):
-        print(f"field evaluation per 1080p frame ({enc}): {field_seconds_per_1080p_frame(enc):.2f} s")
+        print(f"field evaluation per 1080p frame ({enc}, quarter frame scaled): "
+              f"{field_seconds_per_1080p_frame(enc):.2f} s")
 
 
 if __name__ == "__main__":

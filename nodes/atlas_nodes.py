@@ -11,11 +11,11 @@ from ..engine.atlas import ENCODINGS, AtlasSettings, decompose, load_atlas, save
 from ..engine.atlas.flow import FLOW_METHODS
 from ..engine.atlas.products import check_resolution, extract
 from ..engine.atlas.render import Edit, render_edit
-from ..engine.atlas.train import fingerprint
+from ..engine.atlas.train import fingerprint, resolve_bootstrap
 from ..engine.errors import CorruptFileError, InputError
 from ..engine.frames import parse_frames
 from ._convert import image_to_nchw, mask_to_n1hw, n1hw_to_mask, nchw_to_image
-from ._runtime import progress_for
+from ._runtime import progress_for, resolve_path
 
 CATEGORY = "LiveLayers/atlas"
 FRAMES_TIP = ("Frame numbers to output, as an Open Job Description range ('1001-1010', "
@@ -33,7 +33,9 @@ def _frames(atlas, expr: str, node: str) -> list[int]:
 class LL_AtlasDecompose:
     DESCRIPTION = ("Neural layered atlas decomposition of a clip: learns a foreground and a "
                    "background atlas, per-pixel UV mappings and an opacity (NLA objective; "
-                   "fast hash-grid fields by default). Saves the atlas to atlas_path so that "
+                   "fast hash-grid fields by default). The opacity is bootstrapped by masks, "
+                   "or, with no masks, by naming the object (object_text + clip: per-frame CLIP "
+                   "relevancy as a soft target). Saves the atlas to atlas_path so that "
                    "render jobs can load it; a second run with the same inputs just loads it.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
@@ -53,12 +55,25 @@ class LL_AtlasDecompose:
                                     "the original NLA positional-encoding MLPs (slow, for comparison)."}),
             "atlas_path": ("STRING", {"default": "atlas/shot.atlas.safetensors",
                            "tooltip": "Where to save the atlas file (render jobs load it with "
-                                      "LL_LoadAtlas). Empty = keep it in memory only."}),
+                                      "LL_LoadAtlas). Empty = keep it in memory only. Relative: "
+                                      "ComfyUI's output folder (headless: the working directory)."}),
         }, "optional": {
             "masks": ("MASK", {"tooltip": "Optional foreground masks per frame (1 = object), e.g. "
-                                          "LL_Relevancy per frame or painted; bootstrap the opacity."}),
+                                          "painted or from a segmentation node; bootstrap the opacity. "
+                                          "When given they win over object_text."}),
+            "object_text": ("STRING", {"default": "", "tooltip":
+                            "Name the foreground object instead of giving masks, e.g. 'the red "
+                            "circle': each frame's CLIP relevancy of this text bootstraps the "
+                            "opacity as a soft target (needs clip). Ignored when masks are given. "
+                            "Empty = no text."}),
+            "clip": ("LL_CLIP", {"tooltip": "CLIP model (LL_LoadCLIP) for object_text's relevancy; "
+                                            "needed only when object_text is set and no masks."}),
+            "relevancy_blocks": ("STRING", {"default": "all", "tooltip":
+                                 "ViT blocks rolled out for object_text's relevancy: 'all' (needed on "
+                                 "small models such as toy-clip), 'last', or 0-based indices '8,9,10'."}),
             "run_dir": ("STRING", {"default": "", "tooltip": "Folder for checkpoints; the same "
-                                   "run_dir resumes an interrupted run. Empty = no checkpoints."}),
+                                   "run_dir resumes an interrupted run. Empty = no checkpoints. "
+                                   "Relative: ComfyUI's output folder."}),
             "first_frame": ("INT", {"default": 1, "min": -1000000, "max": 10000000,
                                     "tooltip": "Frame number of the first image (the atlas "
                                                "remembers frame numbers for farm chunks)."}),
@@ -75,7 +90,8 @@ class LL_AtlasDecompose:
         }}
 
     def run(self, frames, steps, seed, encoding, atlas_path, masks=None, run_dir="",
-            first_frame=1, batch=2048, device="auto", flow="dis", raft_weights=""):
+            first_frame=1, batch=2048, device="auto", flow="dis", raft_weights="",
+            object_text="", clip=None, relevancy_blocks="all"):
         node = "LL_AtlasDecompose"
         x = image_to_nchw(frames, node, "frames")
         m = None if masks is None else mask_to_n1hw(masks, node, "masks", size=tuple(x.shape[-2:]))
@@ -87,16 +103,23 @@ class LL_AtlasDecompose:
         if m is not None and m.shape[0] != x.shape[0]:
             raise InputError(node, "masks", f"holds {m.shape[0]} masks for {x.shape[0]} frames",
                              "one mask per frame")
+        # relative paths: ComfyUI's output folder (headless: the working directory)
+        atlas_path, run_dir = resolve_path(atlas_path, "output"), resolve_path(run_dir, "output")
+        progress = progress_for(node)
+        # Masks win; otherwise the text's per-frame relevancy (before the reuse
+        # check: it is part of the fingerprint).
+        boot = resolve_bootstrap(x, m, object_text, clip, (relevancy_blocks or "all").strip(),
+                                 progress=progress, node=node)
         if atlas_path and Path(atlas_path).is_file():  # decompose once: reuse a matching atlas
             try:
                 done = load_atlas(atlas_path)
-                if done.info.get("fingerprint") == fingerprint(x, m, settings, int(seed)):
+                if done.info.get("fingerprint") == fingerprint(x, m, settings, int(seed), boot):
                     return (done,)
             except CorruptFileError:
                 pass  # overwritten below
         numbers = list(range(first_frame, first_frame + x.shape[0]))
         atlas = decompose(x, m, settings, seed=int(seed), device=device, run_dir=run_dir or None,
-                          progress=progress_for(node), frame_numbers=numbers, node=node)
+                          progress=progress, frame_numbers=numbers, node=node, bootstrap=boot)
         if atlas_path:
             save_atlas(atlas, atlas_path)
         return (atlas,)
@@ -112,13 +135,15 @@ class LL_LoadAtlas:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"path": ("STRING", {"default": "atlas/shot.atlas.safetensors",
-                                                 "tooltip": "Path of a .atlas.safetensors file."})}}
+                                                 "tooltip": "Path of a .atlas.safetensors file. Relative: "
+                                                            "ComfyUI's output folder (headless: the "
+                                                            "working directory)."})}}
 
     @classmethod
     def IS_CHANGED(cls, path):
         """Reload when the file changes (a new decomposition at the same path)."""
         try:
-            st = Path(path).stat()
+            st = Path(resolve_path(path, "output")).stat()
             return f"{st.st_size}:{st.st_mtime_ns}"
         except OSError:
             return float("nan")
@@ -127,7 +152,7 @@ class LL_LoadAtlas:
         if not path:
             raise InputError("LL_LoadAtlas", "path", "is empty", "the path of an atlas file")
         try:
-            return (load_atlas(path),)
+            return (load_atlas(resolve_path(path, "output")),)
         except FileNotFoundError as e:
             raise InputError("LL_LoadAtlas", "path", f"is {path!r}: no such file",
                              "an atlas file written by LL_AtlasDecompose") from e
@@ -218,7 +243,8 @@ class LL_AtlasRender:
             p = image_to_nchw(plate, node, "plate")
             if p.shape[0] == atlas.n_frames and len(indices) != atlas.n_frames:
                 p = p[indices]  # the whole clip was given: pick the rendered frames
-        layer, alpha, comp = render_edit(atlas, indices, fg, bg, plate=p, node=node)
+        layer, alpha, comp = render_edit(atlas, indices, fg, bg, plate=p, node=node,
+                                         progress=progress_for(node))
         return (nchw_to_image(layer), n1hw_to_mask(alpha), nchw_to_image(comp))
 
 

@@ -69,6 +69,31 @@ def test_hash_grid_is_continuous_and_interpolates_linearly():
     torch.testing.assert_close(mid, (grid(a)[:, :2] + grid(b)[:, :2]) / 2, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("dim,levels,log2_table,base,scale", [
+    (3, 12, 14, 8, 1.4),    # the opacity grid: 4 dense + 8 hashed levels
+    (3, 6, 14, 4, 1.5),     # the mapping grids: 5 dense + 1 hashed
+    (2, 12, 14, 8, 1.4),    # the atlas grids: 9 dense + 3 hashed
+    (2, 16, 19, 16, 1.38),  # Hashing-NVD's big tables
+])
+def test_hash_grid_fast_path_equals_the_reference_gather(dim, levels, log2_table, base, scale):
+    """The level-by-level forward (grid_sample on dense levels, outer-XOR
+    hashing) gives the direct all-corners gather's values and gradients."""
+    torch.manual_seed(0)
+    grid = HashGrid(dim, levels=levels, log2_table=log2_table, base=base, scale=scale, init_range=1.0)
+    x = torch.rand(4096, dim) * 2.2 - 1.1            # includes points outside [-1, 1] (held at the edge)
+    x[:4] = torch.tensor([-1.0, 1.0, 1.0, -1.0])[:, None]
+    w = torch.randn(4096, grid.out_dim)
+    outs, grads = [], []
+    for forward in (grid.forward, grid.forward_reference):
+        grid.table.grad = None
+        out = forward(x)
+        (out * w).sum().backward()
+        outs.append(out.detach())
+        grads.append(grid.table.grad.clone())
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-4)
+
+
 def test_positional_encoding_values():
     pe = PositionalEncoding(2, 3)
     x = torch.tensor([[0.5, -0.25]])

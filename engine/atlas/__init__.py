@@ -3,6 +3,7 @@ fields: decompose a clip into foreground/background atlases, extract atlas
 images and per-frame UV maps (STMaps), and render atlas edits to every frame.
 
     atlas = decompose(frames, masks)             # engine.atlas.train
+    atlas = decompose(frames, object_text="the red circle", clip=handle)  # no masks (bootstrap.py)
     save_atlas(atlas, "shot.atlas.safetensors")  # engine.atlas.store
     atlas = load_atlas("shot.atlas.safetensors")
     img = atlas_image(atlas, "fg", 256)          # engine.atlas.products

@@ -106,6 +106,16 @@ def scaled_box(box: Box, scale: float, offset: tuple[float, float], height: int,
     return Box(max(x0, 0), max(y0, 0), min(x0 + bw, width), min(y0 + bh, height))
 
 
+def square_box(box: Box, height: int, width: int) -> Box:
+    """``box`` with its shorter side grown about its centre to the longer one,
+    kept inside the ``height × width`` frame (as square as the frame allows).
+    CLIP views are square: a square crop needs no stretching."""
+    side = max(box.width, box.height)
+    x0, x1 = _fit_span(box.x0, box.x1, side, width)
+    y0, y1 = _fit_span(box.y0, box.y1, side, height)
+    return Box(x0, y0, x1, y1)
+
+
 @dataclass(frozen=True)
 class AtlasCanvas:
     """The discretised atlas image of one layer: ``height × width`` pixels
@@ -180,5 +190,5 @@ def sample_atlas_crop(rgb: torch.Tensor, alpha: torch.Tensor, canvas: AtlasCanva
     return sample_edit(Edit(rgb, alpha), grid)
 
 
-__all__ = ["Box", "AtlasCanvas", "object_box", "union_box", "scaled_box", "atlas_crop_box",
-           "sample_atlas_crop"]
+__all__ = ["Box", "AtlasCanvas", "object_box", "union_box", "scaled_box", "square_box",
+           "atlas_crop_box", "sample_atlas_crop"]

@@ -6,6 +6,12 @@
   rows per level (levels small enough to fit are stored densely, the others
   are hashed). Values are bilinear (2D) or trilinear (3D) interpolations of the
   vertex features, so the encoding is continuous and exact at grid vertices.
+  ``forward`` works level by level (dense levels: one fused trilinear /
+  bilinear ``F.grid_sample`` on the level's vertex volume; hashed levels: the
+  corner rows built as outer XORs of per-axis hashes, one ``index_select``);
+  ``forward_reference`` is the direct all-levels, all-corners gather it
+  replaces (same values to float rounding; kept for the exactness test and
+  the bench).
 * ``PositionalEncoding``: NLA's Fourier features ``[x, sin(2^k π x), cos(2^k π x)]``.
 
 Inputs are coordinates in [-1, 1].
@@ -56,6 +62,8 @@ class HashGrid(nn.Module):
         corners = torch.tensor([[(c >> k) & 1 for k in range(dim)] for c in range(2 ** dim)])
         self.register_buffer("corners", corners, persistent=False)
         self.table = nn.Parameter(torch.empty(offsets[-1], features).uniform_(-init_range, init_range))
+        # Plain-number plan for the level-by-level forward: (offset, size, res, dense).
+        self._plan = [(offsets[k], sizes[k], res[k], (res[k] + 1) ** dim <= table) for k in range(levels)]
 
     @property
     def out_dim(self) -> int:
@@ -82,8 +90,63 @@ class HashGrid(nn.Module):
         return row + self.offsets.view(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # [-1,1] → [0, res]; points just outside (flow targets near the border)
-        # are held on the grid's edge rather than wrapped by the hash.
+        """``(B, dim)`` → ``(B, levels · features)``, level by level.
+
+        Both paths hold points just outside [-1, 1] (flow targets near the
+        border) on the grid's edge rather than wrapping them through the hash.
+        """
+        p = ((x + 1) * 0.5).clamp(0, 1)
+        # Points along the last axis throughout: broadcasts over leading axes vectorise.
+        pt = p.T.contiguous()                                    # (dim, B)
+        outs = []
+        # One split (not a slice per level): its backward assembles the table's
+        # gradient once instead of a full-size zero tensor per level.
+        levels = self.table.split([size for _, size, _, _ in self._plan])
+        for level, (_, size, res, dense) in zip(levels, self._plan):
+            if dense:
+                outs.append(self._dense_level(level, res, p * 2 - 1))
+            else:
+                outs.append(self._hashed_level(level, size, res, pt))
+        out = torch.stack(outs)                                  # (L, F, B)
+        return out.permute(2, 0, 1).reshape(x.shape[0], -1)
+
+    def _dense_level(self, level: torch.Tensor, res: int, g: torch.Tensor) -> torch.Tensor:
+        """A dense level's rows are its ``(res+1)^dim`` vertices in row-major
+        order (x fastest), i.e. a ``(F, [z,] y, x)`` volume; with
+        align_corners=True, −1 and 1 are its first and last vertex, so one
+        fused grid_sample does the gather and the (bi/tri)linear weights.
+        ``level (rows, F)``, ``g (B, dim)`` in [-1, 1] → ``(F, B)``."""
+        side = res + 1
+        volume = level.view(*([side] * self.dim), self.features).movedim(-1, 0)[None]
+        grid = g.view((1,) * self.dim + (-1, self.dim))
+        out = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return out.reshape(self.features, -1)
+
+    def _hashed_level(self, level: torch.Tensor, size: int, res: int, pt: torch.Tensor) -> torch.Tensor:
+        """Rows of the 2^dim cell corners as outer XORs of per-axis hashes
+        (each axis has only two values per point), masked to the level's
+        power-of-two size; ``pt (dim, B)`` in [0, 1] → ``(F, B)``."""
+        pos = pt * res
+        cell = pos.floor().long().clamp_max(res - 1)     # the last cell includes the far edge
+        frac = pos - cell
+        two = torch.arange(2, device=pt.device)[:, None]
+        rows = weight = None
+        for k in range(self.dim):   # corner c has bit k = axis k's upper vertex, as ``corners``
+            # Only the low bits survive the mask, so the prime may be reduced first.
+            h = ((cell[k] + two) * (_PRIMES[k] % size)) & (size - 1)            # (2, B)
+            w = torch.stack([1 - frac[k], frac[k]])
+            if rows is None:
+                rows, weight = h, w
+            else:   # axis k is the more significant bit: (2, corners so far, B)
+                rows = (h[:, None] ^ rows[None]).flatten(0, 1)
+                weight = (w[:, None] * weight[None]).flatten(0, 1)
+        feats = level.T.index_select(1, rows.reshape(-1)).view(self.features, *rows.shape)
+        return (feats * weight).sum(1)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The direct form of ``forward``: every level and corner at once
+        (``(L, B, 2^dim)`` rows and weights, one gather). Same values to float
+        rounding; several times slower."""
         p = ((x + 1) * 0.5).clamp(0, 1)
         pos = p[None] * self.res[:, None, None]                 # (L, B, dim)
         # The last cell includes the far edge, so p = 1 interpolates to its vertex.

@@ -55,6 +55,14 @@ class AtlasSettings:
     w_sparsity: float = 1.0           # NLA 1000
     w_bootstrap: float = 2.0          # NLA 2000, until step ``bootstrap_until``
     bootstrap_until: float = 0.6      # fraction of the steps; linearly annealed to 0
+    # text bootstrap (no masks, object_text): soft, confidence-weighted BCE against
+    # the per-frame relevancy sharpened between text_low and text_high (bootstrap.py)
+    w_text_bootstrap: float = 2.0
+    text_bootstrap_until: float = 0.6 # fraction of the steps; linearly annealed to 0
+    text_refine: float = 1.0          # guided-filter radius in CLIP patches (0 = off)
+    text_refine_eps: float = 0.01     # guided-filter regularisation (larger = smoother)
+    text_low: float = 0.1             # refined relevancy below: background (target 0)
+    text_high: float = 0.2            # refined relevancy above: object (target 1)
     w_flow: float = 0.05              # NLA 5 (×10: few iterations here)
     w_alpha_flow: float = 0.05        # NLA 49
     w_rigidity: float = 0.001         # NLA 1
@@ -63,6 +71,7 @@ class AtlasSettings:
     global_rigidity_until: float = 0.3    # fraction of the steps (NLA: 5000 of 400k)
     flow_fb_threshold: float = 1.0    # forward–backward flow error in pixels
     flow_method: str = "dis"          # dis | farneback | raft (engine/atlas/flow.py)
+    flow_min_side: int = 256          # dis: full-resolution refinement below this shorter side
     raft_weights: str = ""            # local RAFT weights when flow_method = raft
     checkpoint_every: int = 250
 
@@ -80,8 +89,16 @@ class AtlasSettings:
             raise InputError(node, "encoding", f"is {self.encoding!r}", " or ".join(ENCODINGS))
         if self.steps < 1:
             raise InputError(node, "steps", f"is {self.steps}", "an integer >= 1")
+        if not 0 <= self.flow_min_side <= 4096:
+            raise InputError(node, "flow_min_side", f"is {self.flow_min_side}", "0 (off) to 4096 pixels")
         if self.batch < 16:
             raise InputError(node, "batch", f"is {self.batch}", "an integer >= 16")
+        if not 0 <= self.text_low < self.text_high <= 1:
+            raise InputError(node, "text_low", f"is {self.text_low} with text_high {self.text_high}",
+                             "0 <= text_low < text_high <= 1")
+        if not 0 <= self.text_refine <= 16 or not self.text_refine_eps > 0:
+            raise InputError(node, "text_refine", f"is {self.text_refine} (eps {self.text_refine_eps})",
+                             "0 to 16 patches, with text_refine_eps > 0")
         from .flow import FLOW_METHODS
         if self.flow_method not in FLOW_METHODS:
             raise InputError(node, "flow", f"is {self.flow_method!r}", " | ".join(FLOW_METHODS))
@@ -112,7 +129,7 @@ class SkipMLP(nn.Module):
         for i, layer in enumerate(self.hidden):
             if i in self.skips:
                 h = torch.cat([h, x], 1)
-            h = torch.relu(layer(h))
+            h = layer(h).relu_()  # in place: one big allocation less per layer
         return self.out(h)
 
 

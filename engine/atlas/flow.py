@@ -27,9 +27,15 @@ def _grey_u8(frame: torch.Tensor) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
-def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Dense flow a → b, (H, W, 2) in pixels (x, y)."""
+def dis_flow(a: np.ndarray, b: np.ndarray, finest_scale: int = 1) -> np.ndarray:
+    """Dense flow a → b, (H, W, 2) in pixels (x, y). ``finest_scale`` 1 is the
+    MEDIUM preset's (flow found at half resolution and upsampled); 0 refines
+    it at full resolution. On small frames half resolution loses sub-pixel
+    motion: on a 64 px toy clip the preset found 1.30 of a true 1.5 px/frame
+    object motion (a painted atlas mark then lags its object), full
+    resolution 1.48."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis.setFinestScale(int(finest_scale))
     return dis.calc(a, b, None)
 
 
@@ -78,11 +84,20 @@ def raft_flow(model: torch.nn.Module, a: torch.Tensor, b: torch.Tensor) -> np.nd
     return flow[:, :h, :w].permute(1, 2, 0).cpu().numpy().astype(np.float32)
 
 
+def dis_finest_scale(height: int, width: int, min_side: int) -> int:
+    """DIS's finest pyramid level for a frame size: 0 (full resolution) when the
+    shorter side is below ``min_side``, else the preset's 1 (half resolution,
+    then upsampled)."""
+    return 0 if min(height, width) < min_side else 1
+
+
 def flow_function(method: str = "dis", raft_weights: str | None = None,
-                  node: str = "LL_AtlasDecompose") -> Callable[[torch.Tensor, torch.Tensor], np.ndarray]:
-    """A flow estimator ``(frame_a, frame_b) -> (H, W, 2)`` for ``method``."""
+                  node: str = "LL_AtlasDecompose",
+                  dis_finest_scale: int = 1) -> Callable[[torch.Tensor, torch.Tensor], np.ndarray]:
+    """A flow estimator ``(frame_a, frame_b) -> (H, W, 2)`` for ``method``
+    (``dis_finest_scale``: see ``dis_flow``)."""
     if method == "dis":
-        return lambda a, b: dis_flow(_grey_u8(a), _grey_u8(b))
+        return lambda a, b: dis_flow(_grey_u8(a), _grey_u8(b), dis_finest_scale)
     if method == "farneback":
         return lambda a, b: farneback_flow(_grey_u8(a), _grey_u8(b))
     if method == "raft":
@@ -107,15 +122,17 @@ def _consistent(fwd: np.ndarray, bwd: np.ndarray, threshold: float) -> np.ndarra
 
 
 def clip_flows(frames: torch.Tensor, threshold: float = 1.0, method: str = "dis",
-               raft_weights: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               raft_weights: str | None = None, min_side: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Flow of every frame to its next (+1) and previous (−1) frame.
 
     frames ``(N, 3, H, W)`` → ``flow (N, 2, H, W, 2)`` [direction 0 = to t+1,
     1 = to t−1; last dim (dx, dy) pixels] and ``valid (N, 2, H, W)`` bool
     (forward–backward error < ``threshold`` px; never valid off the clip's ends).
+    ``min_side``: DIS refines to full resolution on frames whose shorter side
+    is below this (0 = never; see ``dis_flow``).
     """
     n, _, h, w = frames.shape
-    estimate = flow_function(method, raft_weights)
+    estimate = flow_function(method, raft_weights, dis_finest_scale=dis_finest_scale(h, w, min_side))
     frames = frames.detach().float().cpu()
     flow = np.zeros((n, 2, h, w, 2), np.float32)
     valid = np.zeros((n, 2, h, w), bool)

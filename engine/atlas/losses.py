@@ -23,6 +23,12 @@ def bootstrap_loss(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy(alpha, mask)
 
 
+def soft_bootstrap_loss(alpha: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """BCE of the opacity against a soft target ``(B, 1)`` in [0, 1], each
+    pixel weighted by ``weight (B, 1)`` (how sure the target is); mean over B."""
+    return (weight * F.binary_cross_entropy(alpha, target, reduction="none")).mean()
+
+
 def gradient_loss(rgb: torch.Tensor, rgb_dx: torch.Tensor, rgb_dy: torch.Tensor,
                   target: torch.Tensor, target_dx: torch.Tensor, target_dy: torch.Tensor) -> torch.Tensor:
     """Match the reconstruction's finite differences to the frame's.

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import progress as progress_mod
 from ..errors import InputError
 from .products import edit_box, uv_to_grid
 from .store import Atlas
@@ -80,13 +81,16 @@ def _check_edit(atlas: Atlas, layer: str, edit: Edit | None, node: str):
 
 @torch.no_grad()
 def render_edit(atlas: Atlas, indices: list[int], fg: Edit | None = None, bg: Edit | None = None,
-                plate: torch.Tensor | None = None, batch: int = 8, node: str = "LL_AtlasRender"):
+                plate: torch.Tensor | None = None, batch: int = 8, node: str = "LL_AtlasRender",
+                progress: progress_mod.Progress | None = None):
     """Render edits to the frames ``indices`` (any subset, any order).
 
     Returns layer colour ``(K,3,H,W)``, layer alpha ``(K,1,H,W)`` and the
     composite ``(K,3,H,W)`` over ``plate`` (``(K,3,H,W)``; default: the
-    decomposition's reconstruction).
+    decomposition's reconstruction). ``progress`` gets an update per batch of
+    ``batch`` frames (the Cancel point of a long render).
     """
+    progress = progress_mod.ensure(progress, node)
     if fg is None and bg is None:
         raise InputError(node, "fg_edit", "and 'bg_edit' are both missing", "at least one atlas edit")
     fg_box = _check_edit(atlas, "fg", fg, node)
@@ -99,4 +103,6 @@ def render_edit(atlas: Atlas, indices: list[int], fg: Edit | None = None, bg: Ed
         uv_f, uv_b, a = atlas.frame_maps(chunk)
         p = plate[s:s + batch].float() if plate is not None else atlas.reconstruct(chunk)
         outs.append(render_maps(uv_f, uv_b, a, p, fg, bg, fg_box, bg_box))
+        info = {"preview": outs[-1][2][:1]} if progress.wants_preview(s) else {}
+        progress.update(min(s + batch, len(indices)), len(indices), **info)
     return tuple(torch.cat(parts) for parts in zip(*outs))

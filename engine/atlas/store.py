@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,9 @@ from .coords import ClipGeometry
 from .fields import UV_SCALE, AtlasFields, AtlasSettings
 
 KIND = "livelayers.atlas"
+# Per-frame map cache budget (uv_fg, uv_bg, alpha: 20 bytes per pixel, 41 MB per
+# 1080p frame); $LIVELAYERS_ATLAS_CACHE_MB overrides it, 0 turns caching off.
+DEFAULT_CACHE_MB = 1024
 FORMAT_VERSION = 1
 LAYERS = ("fg", "bg")
 
@@ -32,6 +37,64 @@ def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(name.encode())
         h.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _default_cache_bytes() -> int:
+    raw = os.environ.get("LIVELAYERS_ATLAS_CACHE_MB", "")
+    try:
+        mb = float(raw) if raw.strip() else DEFAULT_CACHE_MB
+    except ValueError:
+        mb = DEFAULT_CACHE_MB
+    return int(max(mb, 0) * (1 << 20))
+
+
+class MapCache:
+    """Per-frame maps ``t → (uv_fg (2,H,W), uv_bg (2,H,W), alpha (1,H,W))``
+    (CPU tensors), bounded by bytes: the least recently used frames are
+    dropped first, so rendering a long clip keeps memory flat. A frame larger
+    than the whole budget is simply not kept."""
+
+    def __init__(self, max_bytes: int | None = None):
+        self.max_bytes = _default_cache_bytes() if max_bytes is None else int(max_bytes)
+        self._items: OrderedDict[int, tuple[torch.Tensor, ...]] = OrderedDict()
+        self.nbytes = 0
+
+    @staticmethod
+    def _size(maps) -> int:
+        return sum(m.numel() * m.element_size() for m in maps)
+
+    def get(self, t: int):
+        maps = self._items.get(t)
+        if maps is not None:
+            self._items.move_to_end(t)
+        return maps
+
+    def put(self, t: int, maps) -> None:
+        if t in self._items:
+            self.nbytes -= self._size(self._items.pop(t))
+        size = self._size(maps)
+        if size > self.max_bytes:
+            return
+        self.trim(self.max_bytes - size)
+        self._items[t] = maps
+        self.nbytes += size
+
+    def trim(self, budget: int | None = None) -> None:
+        """Drop least recently used frames until at most ``budget`` bytes
+        (default: ``max_bytes``) are held."""
+        budget = self.max_bytes if budget is None else budget
+        while self._items and self.nbytes > budget:
+            self.nbytes -= self._size(self._items.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.nbytes = 0
+
+    def __contains__(self, t) -> bool:
+        return t in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 @dataclass
@@ -45,13 +108,14 @@ class Atlas:
     frame_numbers: list[int]
     boxes: dict[str, tuple[float, float, float, float]]
     info: dict = field(default_factory=dict)
-    _maps: dict = field(default_factory=dict, repr=False)  # frame index → (uv_fg, uv_bg, alpha)
+    _maps: MapCache = field(default_factory=MapCache, repr=False)  # frame index → (uv_fg, uv_bg, alpha)
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_training(cls, fields, settings, geometry, frame_numbers, seed, fingerprint, train_psnr):
-        atlas = cls(fields, settings, geometry, list(frame_numbers), boxes={},
-                    info={"seed": seed, "fingerprint": fingerprint, "train_psnr": train_psnr})
+    def from_training(cls, fields, settings, geometry, frame_numbers, seed, fingerprint, train_psnr,
+                      extra_info: dict | None = None):
+        info = {"seed": seed, "fingerprint": fingerprint, "train_psnr": train_psnr, **(extra_info or {})}
+        atlas = cls(fields, settings, geometry, list(frame_numbers), boxes={}, info=info)
         atlas.boxes = atlas._measure_boxes()
         return atlas
 
@@ -104,24 +168,45 @@ class Atlas:
             raise InputError(node, input_name, f"holds {plate.shape[0]} frames",
                              f"{n_expected} (the frames being rendered)")
 
+    def clear_cache(self) -> None:
+        """Forget the cached per-frame maps (they are re-evaluated on demand)."""
+        self._maps.clear()
+
+    def set_cache_bytes(self, max_bytes: int) -> None:
+        """Budget of the per-frame map cache in bytes (0 = no caching)."""
+        self._maps.max_bytes = int(max_bytes)
+        self._maps.trim()
+
+    @torch.no_grad()
+    def _evaluate_frame(self, t: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mappings and opacity of frame ``t`` in chunks of ``chunk`` points:
+        ``(2,H,W)``, ``(2,H,W)``, ``(1,H,W)`` on the CPU."""
+        g = self.geometry
+        dev = next(self.fields.parameters()).device
+        xyt = g.frame_grid(t, dev)
+        out = torch.empty(g.height * g.width, 5)
+        for s in range(0, xyt.shape[0], chunk):
+            p = xyt[s:s + chunk]
+            out[s:s + chunk] = torch.cat([self.fields.uv_fg(p), self.fields.uv_bg(p),
+                                          self.fields.alpha(p)], 1).cpu()
+        m = out.T.reshape(5, g.height, g.width)
+        return m[0:2], m[2:4], m[4:5]
+
     @torch.no_grad()
     def frame_maps(self, indices: list[int], chunk: int = 1 << 16):
         """Per-frame fields: ``uv_fg (K,2,H,W)``, ``uv_bg (K,2,H,W)``, ``alpha (K,1,H,W)``
-        (cached per frame in memory; evaluated in chunks of points)."""
-        g = self.geometry
-        dev = next(self.fields.parameters()).device
+        (evaluated frame by frame in chunks of points; kept in a bounded LRU
+        cache, ``MapCache``)."""
+        got = {}
         for t in indices:
-            if t in self._maps:
+            if t in got:
                 continue
-            xyt = g.frame_grid(t, dev)
-            parts = []
-            for s in range(0, xyt.shape[0], chunk):
-                p = xyt[s:s + chunk]
-                parts.append(torch.cat([self.fields.uv_fg(p), self.fields.uv_bg(p),
-                                        self.fields.alpha(p)], 1))
-            m = torch.cat(parts).T.reshape(5, g.height, g.width).cpu()
-            self._maps[t] = (m[0:2], m[2:4], m[4:5])
-        uv_f, uv_b, a = zip(*(self._maps[t] for t in indices))
+            maps = self._maps.get(t)
+            if maps is None:
+                maps = self._evaluate_frame(t, chunk)
+                self._maps.put(t, maps)
+            got[t] = maps
+        uv_f, uv_b, a = zip(*(got[t] for t in indices))
         return torch.stack(uv_f), torch.stack(uv_b), torch.stack(a)
 
     @torch.no_grad()

@@ -14,6 +14,7 @@ from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ..device import pick_device
 from ..errors import Cancelled, CorruptFileError, InputError
 from . import losses
+from .bootstrap import TextBootstrap, soft_target, text_bootstrap
 from .coords import ClipGeometry
 from .fields import UV_SCALE, AtlasFields, AtlasSettings
 from .flow import clip_flows
@@ -40,12 +41,17 @@ def check_clip(frames: torch.Tensor, masks: torch.Tensor | None, node: str) -> N
 
 
 def fingerprint(frames: torch.Tensor, masks: torch.Tensor | None, settings: AtlasSettings,
-                seed: int) -> str:
-    """Identity of a run's inputs, so a run folder is only resumed by the same job."""
+                seed: int, bootstrap: TextBootstrap | None = None) -> str:
+    """Identity of a run's inputs, so a run folder is only resumed by the same
+    job (and a saved atlas only reused by it). A text bootstrap counts only
+    without masks (masks win); it adds its text, model spec, blocks and maps."""
     h = hashlib.sha256()
     h.update(frames.detach().cpu().float().contiguous().numpy().tobytes())
     if masks is not None:
         h.update(masks.detach().cpu().float().contiguous().numpy().tobytes())
+    elif bootstrap is not None:
+        h.update(b"text-bootstrap")
+        h.update(bootstrap.key())
     h.update(json.dumps(settings.to_dict(), sort_keys=True).encode())
     h.update(str(seed).encode())
     return h.hexdigest()[:32]
@@ -75,83 +81,129 @@ def make_optimizer(fields: AtlasFields, s: AtlasSettings) -> torch.optim.Adam:
 
 
 class _Clip:
-    """The clip's tensors, flattened for random pixel batches, on ``device``."""
+    """The clip's tensors, flattened for random pixel batches. They stay on
+    the CPU whatever the training device, so device memory does not grow with
+    the clip's length: each batch is gathered here and only the batch is
+    moved to ``device``. ``soft``: the text bootstrap's per-frame
+    ``(target, weight)``, each ``(N, 1, H, W)`` (ignored when masks are given)."""
 
-    def __init__(self, frames, masks, flows, valid, device):
+    def __init__(self, frames, masks, flows, valid, device, soft=None):
         n, _, h, w = frames.shape
         self.geo = ClipGeometry(n, h, w)
-        self.rgb = frames.permute(0, 2, 3, 1).reshape(-1, 3).to(device)
-        self.mask = None if masks is None else masks.reshape(-1, 1).to(device)
-        self.flow = flows.to(device)      # (N, 2, H, W, 2)
-        self.valid = valid.to(device)     # (N, 2, H, W)
-        self.device = device
+        self.rgb = frames.detach().float().cpu().permute(0, 2, 3, 1).reshape(-1, 3)
+        self.mask = None if masks is None else masks.detach().float().cpu().reshape(-1, 1)
+        self.soft = None                  # (target, weight), each (N·H·W, 1)
+        if masks is None and soft is not None:
+            self.soft = tuple(x.detach().float().cpu().reshape(-1, 1) for x in soft)
+        self.flow = flows.cpu()           # (N, 2, H, W, 2)
+        self.valid = valid.cpu()          # (N, 2, H, W)
+        self.device = torch.device(device)
 
     def pixel(self, t, y, x) -> torch.Tensor:
         return (t * self.geo.height + y) * self.geo.width + x
 
+    def batch(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """``b`` random pixels with everything the losses read, gathered on the
+        CPU and moved to the device. The first ``b // 8`` also carry their
+        right/lower neighbour's colour (``sx``/``sy`` = ±1 stays inside the frame)."""
+        n, h, w = self.geo.n_frames, self.geo.height, self.geo.width
+        idx = torch.randint(0, n * h * w, (b,), generator=gen)
+        direction = torch.randint(0, 2, (b,), generator=gen)
+        t, y, x = idx // (h * w), (idx // w) % h, idx % w
+        q = max(b // 8, 1)
+        sx = torch.where(x[:q] < w - 1, 1, -1)
+        sy = torch.where(y[:q] < h - 1, 1, -1)
+        ok = self.valid[t, direction, y, x]
+        out = {"t": t, "y": y, "x": x, "sx": sx, "sy": sy, "ok": ok, "rgb": self.rgb[idx],
+               "rgb_dx": self.rgb[self.pixel(t[:q], y[:q], x[:q] + sx)],
+               "rgb_dy": self.rgb[self.pixel(t[:q], y[:q] + sy, x[:q])],
+               "flow": self.flow[t[ok], direction[ok], y[ok], x[ok]], "flow_dir": direction[ok]}
+        if self.mask is not None:
+            out["mask"] = self.mask[idx]
+        if self.soft is not None:
+            out["soft_target"], out["soft_weight"] = self.soft[0][idx], self.soft[1][idx]
+        return {k: v.to(self.device) for k, v in out.items()}
+
+
+def _bootstrap_term(s: AtlasSettings, bt: dict, a: torch.Tensor, frac: float):
+    """(weight, loss) of the opacity bootstrap at training fraction ``frac``:
+    masks (hard BCE) win over the text relevancy (soft, confidence-weighted
+    BCE); each is annealed linearly to 0 at its own ``*_until`` fraction."""
+    if "mask" in bt and frac < s.bootstrap_until:
+        return s.w_bootstrap * (1 - frac / s.bootstrap_until), losses.bootstrap_loss(a, bt["mask"])
+    if "soft_target" in bt and frac < s.text_bootstrap_until:
+        return (s.w_text_bootstrap * (1 - frac / s.text_bootstrap_until),
+                losses.soft_bootstrap_loss(a, bt["soft_target"], bt["soft_weight"]))
+    return 0.0, None
+
 
 def training_step(fields: AtlasFields, clip: _Clip, s: AtlasSettings, step: int,
                   gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-    """One batch of the NLA objective; returns (loss, numbers)."""
+    """One batch of the NLA objective; returns (loss, numbers).
+
+    Every field is evaluated once per step on all the points that need it
+    (batch, neighbours, rigidity offsets, flow targets): a few large calls
+    instead of many small ones.
+    """
     geo, dev, b = clip.geo, clip.device, s.batch
-    n, h, w = geo.n_frames, geo.height, geo.width
-    idx = torch.randint(0, n * h * w, (b,), generator=gen)
-    direction = torch.randint(0, 2, (b,), generator=gen)
-    idx, direction = idx.to(dev), direction.to(dev)
-    t, y, x = idx // (h * w), (idx // w) % h, idx % w
-    tf, yf, xf = t.float(), y.float(), x.float()
-    out = fields(geo.xyt(xf, yf, tf))
-    target = clip.rgb[idx]
-    a = out["alpha"]
-    terms: dict[str, torch.Tensor] = {}
-    terms["rgb"] = losses.rgb_loss(out["rgb"], target)
-    terms["sparsity"] = losses.sparsity_loss(out["rgb_fg"], a)
-
+    h, w = geo.height, geo.width
+    bt = clip.batch(b, gen)
+    q = bt["sx"].shape[0]
+    tf, yf, xf = bt["t"].float(), bt["y"].float(), bt["x"].float()
+    xyt = geo.xyt(xf, yf, tf)                                         # (b, 3)
+    neighbours = [geo.xyt(xf[:q] + bt["sx"], yf[:q], tf[:q]), geo.xyt(xf[:q], yf[:q] + bt["sy"], tf[:q])]
     frac = step / max(s.steps, 1)
-    w_boot = 0.0
-    if clip.mask is not None and frac < s.bootstrap_until:
-        w_boot = s.w_bootstrap * (1 - frac / s.bootstrap_until)
-        terms["bootstrap"] = losses.bootstrap_loss(a, clip.mask[idx])
-
-    # Gradient and rigidity terms on an eighth of the batch (they need extra evaluations).
-    q = max(b // 8, 1)
-    sx = torch.where(x[:q] < w - 1, 1, -1)
-    sy = torch.where(y[:q] < h - 1, 1, -1)
-    rgb_dx = fields(geo.xyt(xf[:q] + sx, yf[:q], tf[:q]))["rgb"]
-    rgb_dy = fields(geo.xyt(xf[:q], yf[:q] + sy, tf[:q]))["rgb"]
-    terms["grad"] = losses.gradient_loss(out["rgb"][:q], rgb_dx, rgb_dy, target[:q],
-                                         clip.rgb[clip.pixel(t[:q], y[:q], x[:q] + sx)],
-                                         clip.rgb[clip.pixel(t[:q], y[:q] + sy, x[:q])])
-    xyt = geo.xyt(xf[:q], yf[:q], tf[:q])
-    rig = {}
-    for name, delta_px in (("rigidity", 1.0), ("global", max(2.0, max(h, w) / 8))):
-        d = delta_px * geo.unit_per_pixel
-        ex, ey = torch.tensor([d, 0.0, 0.0], device=dev), torch.tensor([0.0, d, 0.0], device=dev)
-        for layer, mapping in (("fg", fields.uv_fg), ("bg", fields.uv_bg)):
-            uv = out[f"uv_{layer}"][:q]
-            rig[f"{name}_{layer}"] = losses.rigidity_loss(uv, mapping(xyt + ex), mapping(xyt + ey),
-                                                          d, UV_SCALE)
-    terms["rigidity"] = rig["rigidity_fg"] + rig["rigidity_bg"]
     global_on = frac < s.global_rigidity_until
-    if global_on:
-        terms["global_fg"], terms["global_bg"] = rig["global_fg"], rig["global_bg"]
-
-    # Optical-flow consistency on the pixels whose flow passed the fb check.
-    ok = clip.valid[t, direction, y, x]
-    fl = clip.flow[t[ok], direction[ok], y[ok], x[ok]]
-    t2 = tf[ok] + torch.where(direction[ok] == 0, 1.0, -1.0)
+    # Rigidity: the mappings at +d in x and in y (1 px; and H/8 px while global rigidity is on).
+    deltas = [("rigidity", 1.0)] + ([("global", max(2.0, max(h, w) / 8))] if global_on else [])
+    offsets = []
+    for _, delta_px in deltas:
+        d = delta_px * geo.unit_per_pixel
+        offsets += [xyt[:q] + torch.tensor([d, 0.0, 0.0], device=dev),
+                    xyt[:q] + torch.tensor([0.0, d, 0.0], device=dev)]
+    # Flow correspondences (pixels whose flow passed the forward–backward check).
+    ok, fl = bt["ok"], bt["flow"]
+    t2 = tf[ok] + torch.where(bt["flow_dir"] == 0, 1.0, -1.0)
     xyt2 = geo.xyt(xf[ok] + fl[:, 0], yf[ok] + fl[:, 1], t2)
+
+    k = b + 2 * q                                   # points whose colour is rendered
+    coloured = torch.cat([xyt] + neighbours)
+    uv_f = fields.uv_fg(torch.cat([coloured] + offsets + [xyt2]))
+    uv_b = fields.uv_bg(torch.cat([coloured] + offsets + [xyt2]))
+    alpha = fields.alpha(torch.cat([coloured, xyt2]))
+    c_f, c_b = fields.rgb_fg(uv_f[:k]), fields.rgb_bg(uv_b[:k])
+    rgb = alpha[:k] * c_f + (1 - alpha[:k]) * c_b
+    a, target = alpha[:b], bt["rgb"]
+
+    terms: dict[str, torch.Tensor] = {}
+    terms["rgb"] = losses.rgb_loss(rgb[:b], target)
+    terms["sparsity"] = losses.sparsity_loss(c_f[:b], a)
+    w_boot, boot = _bootstrap_term(s, bt, a, frac)
+    if boot is not None:
+        terms["bootstrap"] = boot
+    terms["grad"] = losses.gradient_loss(rgb[:q], rgb[b:b + q], rgb[b + q:k], target[:q],
+                                         bt["rgb_dx"], bt["rgb_dy"])
+    for i, (name, delta_px) in enumerate(deltas):
+        d = delta_px * geo.unit_per_pixel
+        lo, mid, hi = k + 2 * i * q, k + (2 * i + 1) * q, k + (2 * i + 2) * q
+        rig = {layer: losses.rigidity_loss(uv[:q], uv[lo:mid], uv[mid:hi], d, UV_SCALE)
+               for layer, uv in (("fg", uv_f), ("bg", uv_b))}
+        if name == "rigidity":
+            terms["rigidity"] = rig["fg"] + rig["bg"]
+        else:
+            terms["global_fg"], terms["global_bg"] = rig["fg"], rig["bg"]
+    m = k + 2 * len(deltas) * q                     # flow targets start here
     pixels_per_uv = 1 / (geo.unit_per_pixel * UV_SCALE)
     a_ok = a[ok]
-    terms["flow"] = (losses.flow_loss(out["uv_fg"][ok], fields.uv_fg(xyt2), a_ok, pixels_per_uv)
-                     + losses.flow_loss(out["uv_bg"][ok], fields.uv_bg(xyt2), 1 - a_ok, pixels_per_uv))
-    terms["alpha_flow"] = losses.alpha_flow_loss(a_ok, fields.alpha(xyt2))
+    terms["flow"] = (losses.flow_loss(uv_f[:b][ok], uv_f[m:], a_ok, pixels_per_uv)
+                     + losses.flow_loss(uv_b[:b][ok], uv_b[m:], 1 - a_ok, pixels_per_uv))
+    terms["alpha_flow"] = losses.alpha_flow_loss(a_ok, alpha[k:])
 
     weights = {"rgb": s.w_rgb, "sparsity": s.w_sparsity, "bootstrap": w_boot, "grad": s.w_grad,
                "rigidity": s.w_rigidity, "global_fg": s.w_global_rigidity_fg,
                "global_bg": s.w_global_rigidity_bg, "flow": s.w_flow, "alpha_flow": s.w_alpha_flow}
-    loss = sum(weights[k] * v for k, v in terms.items())
-    numbers = {k: float(v.detach()) for k, v in terms.items()}
+    loss = sum(weights[name] * v for name, v in terms.items())
+    numbers = {name: float(v.detach()) for name, v in terms.items()}
     numbers["psnr"] = losses.psnr(numbers["rgb"])
     return loss, numbers
 
@@ -177,22 +229,60 @@ def _resume(run_dir: Path | None, fields, opt, gen, fp) -> int:
 
 
 @torch.no_grad()
-def _preview(fields: AtlasFields, geo: ClipGeometry, device) -> torch.Tensor:
-    """Reconstruction of the middle frame, ``(1, 3, H, W)``."""
-    rgb = fields(geo.frame_grid(geo.n_frames // 2, device))["rgb"]
-    return rgb.T.reshape(1, 3, geo.height, geo.width).cpu()
+def _preview(fields: AtlasFields, geo: ClipGeometry, device, chunk: int = 1 << 16) -> torch.Tensor:
+    """Reconstruction of the middle frame, ``(1, 3, H, W)`` (in chunks of points)."""
+    xyt = geo.frame_grid(geo.n_frames // 2, device)
+    rgb = torch.cat([fields(xyt[s:s + chunk])["rgb"].cpu() for s in range(0, xyt.shape[0], chunk)])
+    return rgb.T.reshape(1, 3, geo.height, geo.width)
+
+
+def _check_bootstrap(bootstrap: TextBootstrap, frames: torch.Tensor, node: str) -> None:
+    n, _, h, w = frames.shape
+    if tuple(bootstrap.relevancy.shape) != (n, 1, h, w):
+        raise InputError(node, "object_text", f"has relevancy maps of shape "
+                         f"{tuple(bootstrap.relevancy.shape)}", f"one {w}x{h} map per frame, ({n}, 1, {h}, {w})")
+
+
+def resolve_bootstrap(frames: torch.Tensor, masks: torch.Tensor | None, object_text: str | None,
+                      clip, relevancy_blocks: str = "all", bootstrap: TextBootstrap | None = None,
+                      progress: progress_mod.Progress | None = None,
+                      node: str = "LL_AtlasDecompose") -> TextBootstrap | None:
+    """The text bootstrap a run uses: None when masks are given (they win) or
+    no text is set; ``bootstrap`` when precomputed; else the relevancy of
+    ``object_text`` per frame under ``clip`` (an InputError naming ``clip``
+    when it is missing)."""
+    if masks is not None:
+        return None
+    if bootstrap is None and object_text is not None and object_text.strip():
+        bootstrap = text_bootstrap(clip, frames, object_text, relevancy_blocks, progress=progress,
+                                   node=node)
+    if bootstrap is not None:
+        _check_bootstrap(bootstrap, frames, node)
+    return bootstrap
 
 
 def decompose(frames: torch.Tensor, masks: torch.Tensor | None = None,
               settings: AtlasSettings | None = None, seed: int = 0, device: str = "auto",
               run_dir: str | Path | None = None, progress: progress_mod.Progress | None = None,
-              frame_numbers: list[int] | None = None, node: str = "LL_AtlasDecompose"):
+              frame_numbers: list[int] | None = None, node: str = "LL_AtlasDecompose",
+              object_text: str | None = None, clip=None, relevancy_blocks: str = "all",
+              bootstrap: TextBootstrap | None = None):
     """Decompose ``frames (N, 3, H, W)`` (sRGB [0,1]) into a foreground and a
-    background layered atlas; ``masks (N, 1, H, W)`` bootstrap the opacity.
+    background layered atlas.
+
+    The opacity is bootstrapped by ``masks (N, 1, H, W)`` when given (hard
+    BCE); else by the text route: ``object_text`` ("the red circle") and
+    ``clip`` (an LL_CLIP handle) give each frame's relevancy map (rollout
+    over ``relevancy_blocks``), used as a soft, confidence-weighted target
+    (``engine/atlas/bootstrap.py``); ``bootstrap`` passes those maps
+    precomputed (``resolve_bootstrap``). With neither, α comes from motion
+    alone (slow, unreliable).
 
     Progress reports ``psnr`` (of the current batch's reconstruction) and a
     preview; a stop request saves ``run_dir/checkpoint.pt`` and raises
     ``Cancelled``; the same call resumes from it. Returns an ``Atlas``.
+    The clip (frames, masks, flows, maps) stays in CPU memory; only pixel
+    batches and the fields go to ``device``.
     """
     from .store import Atlas
     progress = progress_mod.ensure(progress, node)
@@ -201,13 +291,17 @@ def decompose(frames: torch.Tensor, masks: torch.Tensor | None = None,
     check_clip(frames, masks, node)
     frames = frames.detach().float().cpu()
     masks = None if masks is None else masks.detach().float().cpu()
+    boot = resolve_bootstrap(frames, masks, object_text, clip, relevancy_blocks, bootstrap, progress, node)
     dev = pick_device(device)
     run_dir = None if run_dir in (None, "") else Path(run_dir)
-    fp = fingerprint(frames, masks, settings, seed)
+    fp = fingerprint(frames, masks, settings, seed, boot)
 
     flows, valid = clip_flows(frames, settings.flow_fb_threshold, settings.flow_method,
-                              settings.raft_weights or None)
-    clip = _Clip(frames, masks, flows, valid, dev)
+                              settings.raft_weights or None, settings.flow_min_side)
+    soft = None if boot is None else soft_target(boot.relevancy, frames, boot.grid, settings.text_low,
+                                                 settings.text_high, settings.text_refine,
+                                                 settings.text_refine_eps)
+    data = _Clip(frames, masks, flows, valid, dev, soft=soft)
     fields = build_fields(settings, seed).to(dev)
     opt = make_optimizer(fields, settings)
     gen = torch.Generator().manual_seed(seed)
@@ -219,7 +313,7 @@ def decompose(frames: torch.Tensor, masks: torch.Tensor | None = None,
             factor = _lr_factor(step, settings.steps, settings.lr_final_ratio)
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * factor
-            loss, numbers = training_step(fields, clip, settings, step, gen)
+            loss, numbers = training_step(fields, data, settings, step, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -228,7 +322,7 @@ def decompose(frames: torch.Tensor, masks: torch.Tensor | None = None,
                 _save_run(run_dir, fields, opt, gen, step, fp)
             info = {"psnr": numbers["psnr"], "loss": float(loss.detach())}
             if progress.wants_preview(step):
-                info["preview"] = _preview(fields, clip.geo, dev)
+                info["preview"] = _preview(fields, data.geo, dev)
             progress.update(step, settings.steps, **info)
     except (Cancelled, KeyboardInterrupt):
         if run_dir is not None:
@@ -238,6 +332,14 @@ def decompose(frames: torch.Tensor, masks: torch.Tensor | None = None,
         _save_run(run_dir, fields, opt, gen, step, fp)
     fields.eval()
     n = frames.shape[0]
-    return Atlas.from_training(fields.cpu(), settings, clip.geo,
-                               frame_numbers or list(range(n)), seed=seed,
-                               fingerprint=fp, train_psnr=numbers.get("psnr"))
+    source = {"bootstrap": "masks" if masks is not None else ("text" if boot is not None else "none")}
+    if boot is not None:
+        source.update(boot.describe())
+    # Boxes are measured on the training device (every frame's maps once); the
+    # handle then lives on the CPU, its map cache emptied of device-made maps.
+    atlas = Atlas.from_training(fields, settings, data.geo, frame_numbers or list(range(n)), seed=seed,
+                                fingerprint=fp, train_psnr=numbers.get("psnr"), extra_info=source)
+    if dev.type != "cpu":
+        atlas.fields = fields.cpu()
+        atlas.clear_cache()
+    return atlas
