@@ -14,7 +14,7 @@ from ..engine.text2live.generator import (GeneratorConfig, SkipGenerator, load_g
 from ..engine.text2live.settings import DISTANCES, RELEVANCY_BLOCKS, Text2LIVESettings
 from ..engine.text2live.trainer import render, train_text2live
 from ._convert import image_to_nchw, mask_to_n1hw, n1hw_to_mask, nchw_to_image
-from ._runtime import progress_for
+from ._runtime import progress_for, resolve_path
 
 CATEGORY = "LiveLayers/text2live"
 _D = Text2LIVESettings()
@@ -129,7 +129,8 @@ class LL_Text2LIVE:
                                        "Channels per scale, down and up (paper: 128)."}),
                 "run_dir": ("STRING", {"default": "", "tooltip":
                             "Folder for checkpoints and generator.safetensors; running again with the same "
-                            "inputs and folder resumes. '' = no checkpoints."}),
+                            "inputs and folder resumes. '' = no checkpoints. Relative: ComfyUI's "
+                            "output folder (headless: the working directory)."}),
                 "tile": ("INT", {"default": 0, "min": 0, "max": 16384, "tooltip":
                          "Final full-resolution pass in tiles of this size (>= 64) with feathered "
                          "overlap, when one pass does not fit in memory; 0 = one pass."}),
@@ -173,7 +174,8 @@ class LL_Text2LIVE:
                               channels_down=generator_channels, channels_up=generator_channels))
         result = train_text2live(clip, x, prompt.strip(), roi_text=roi_text.strip() or None,
                                  screen_text=screen_prompt.strip() or None, bootstrap_mask=mask,
-                                 settings=settings, seed=seed, run_dir=run_dir.strip() or None,
+                                 settings=settings, seed=seed,
+                                 run_dir=resolve_path(run_dir, "output") or None,
                                  progress=progress_for(node), node=node)
         out = render(result.generator, x, tile=tile_px)
         relevancy = result.relevancy if result.relevancy is not None else torch.zeros_like(out["alpha"])
@@ -209,7 +211,7 @@ class LL_ApplyGenerator:
         node = type(self).__name__
         gen = _check_generator(generator, node)
         x = image_to_nchw(image, node, "image")
-        out = render(gen, x, tile=_tile(tile, node))
+        out = render(gen, x, tile=_tile(tile, node), progress=progress_for(node))
         return nchw_to_image(out["colour"]), n1hw_to_mask(out["alpha"]), nchw_to_image(out["composite"])
 
 

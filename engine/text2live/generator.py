@@ -188,15 +188,18 @@ def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 @torch.no_grad()
 def apply_generator(generator: SkipGenerator, images: torch.Tensor, tile: int | None = None,
-                    overlap: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    overlap: int | None = None, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a trained generator at full resolution, in eval mode (BN uses its stored statistics).
 
     ``images`` ``(N, 3, H, W)`` in [0,1] -> colour ``(N, 3, H, W)``, alpha ``(N, 1, H, W)``.
     ``tile``: when set, run on ``tile`` x ``tile`` windows overlapping by
     ``overlap`` pixels (default tile // 4) and blend them with feathered
     weights, for images that do not fit in memory at once. Images are run one
-    at a time so memory does not grow with N.
+    at a time so memory does not grow with N. ``progress`` (an
+    ``engine.progress.Progress``) gets an update per image: the Cancel point.
     """
+    from ..progress import ensure
+    progress = ensure(progress)
     was_training = generator.training
     generator.eval()
     device = next(generator.parameters()).device
@@ -208,6 +211,7 @@ def apply_generator(generator: SkipGenerator, images: torch.Tensor, tile: int | 
             c, a = split_rgba(rgba.float())
             colours.append(c.to(images.device))
             alphas.append(a.to(images.device))
+            progress.update(len(colours), images.shape[0])
         return torch.cat(colours), torch.cat(alphas)
     finally:
         generator.train(was_training)

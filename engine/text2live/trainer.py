@@ -15,6 +15,9 @@ One step:
    I_o at CLIP size (its tokens feed the structure loss); ONE forward
    without gradient for the views of I_s plus I_s at CLIP size;
 4. the weighted loss (``losses.py``), MADGRAD step, lr decay.
+
+Steps 3–4 are ``objective.objective``, which the video trainer
+(``video.py``) shares.
 """
 from __future__ import annotations
 
@@ -31,14 +34,15 @@ from ..device import autocast_dtype, pick_device
 from ..errors import Cancelled, InputError
 from ..progress import Progress, ensure
 from . import losses as L
-from .augment import clip_views, training_crop
+from .augment import training_crop
 from .generator import SkipGenerator, save_generator, split_rgba
-from .settings import SCREEN_TEMPLATES, TEMPLATES, Text2LIVESettings
+from .objective import (LOSS_NAMES, Frame, Texts, encode_each, encode_texts, objective,
+                        screen_texts, template_subset, to_clip_size, uses)
+from .settings import Text2LIVESettings
 
 CHECKPOINT_KIND = "text2live"
 CHECKPOINT_VERSION = 1
 GENERATOR_FILE = "generator.safetensors"
-LOSS_NAMES = ("total", "clip", "direction", "screen", "structure", "sparsity", "bootstrap")
 
 
 @dataclass
@@ -57,36 +61,15 @@ class TrainResult:
     steps: int = 0
 
 
-@dataclass
-class _Texts:
-    """Text embeddings of one run: (T, D) each."""
-    target: torch.Tensor
-    roi: torch.Tensor | None
-    screen: torch.Tensor
+# The objective's helpers under the names this module has always exported.
+_Texts = Texts
+_encode_texts = encode_texts
+_encode_each = encode_each
+_template_subset = template_subset
+_to_clip_size = to_clip_size
 
 
 # --------------------------------------------------------------------------- preparation
-
-def screen_texts(prompt: str, screen_text: str | None) -> list[str]:
-    """The green-screen texts: derived from the prompt unless given."""
-    if screen_text:
-        return [screen_text]
-    return [t.format(prompt) for t in SCREEN_TEMPLATES]
-
-
-def _encode_each(clip, texts: list[str]) -> torch.Tensor:
-    """(T, D) embeddings, one string per text-encoder call. Batched calls give
-    batch-size-dependent rounding, and the handle caches per string, so a
-    string first seen in another batch (e.g. by the relevancy map) would give a
-    slightly different embedding and break same-seed-same-result."""
-    return torch.cat([clip.encode_text([t]) for t in texts])
-
-
-def _encode_texts(clip, prompt: str, roi_text: str | None, screen_text: str | None) -> _Texts:
-    target = _encode_each(clip, [t.format(prompt) for t in TEMPLATES])
-    roi = _encode_each(clip, [t.format(roi_text) for t in TEMPLATES]) if roi_text else None
-    return _Texts(target, roi, _encode_each(clip, screen_texts(prompt, screen_text)))
-
 
 def training_image(image: torch.Tensor, resolution: int) -> torch.Tensor:
     """The image the internal dataset draws from: short side -> ``resolution``
@@ -131,90 +114,24 @@ def _fingerprint(image, mask, prompt, roi_text, screen_text, settings, seed) -> 
     return h.hexdigest()
 
 
-def _uses_ops(settings: Text2LIVESettings) -> dict[str, bool]:
-    return {"screen": settings.lambda_screen > 0, "structure": settings.lambda_structure > 0}
-
-
 # --------------------------------------------------------------------------- one step
 
-def _template_subset(texts: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
-    """A random subset of template embeddings ``(k, D)``: ``n`` of them, or
-    (n = 0, official) a random number 1..T drawn with replacement."""
-    t = texts.shape[0]
-    k = n if n > 0 else int(torch.randint(1, t + 1, (1,), generator=gen))
-    idx = torch.randint(t, (k,), generator=gen)
-    return texts[idx]
-
-
-def _to_clip_size(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The whole image squeezed to the CLIP input size (for the structure tokens)."""
-    if tuple(x.shape[-2:]) == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
 def loss_step(clip, generator: SkipGenerator, crop: torch.Tensor, target: torch.Tensor | None,
-              texts: _Texts, settings: Text2LIVESettings, step: int, gen: torch.Generator,
+              texts: Texts, settings: Text2LIVESettings, step: int, gen: torch.Generator,
               amp: torch.dtype | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-    """The Text2LIVE objective on one crop.
+    """The Text2LIVE objective on one crop (``objective.objective`` with one frame).
 
     crop ``(1, 3, h, w)``; target ``(1, 1, h, w)`` bootstrap target or None.
     Returns (loss scalar with graph, {name: float}, composite ``(1, 3, h, w)``).
     """
-    s = settings
-    size, v = clip.image_size, s.views
-    block = clip.n_blocks - 2 if clip.n_blocks >= 2 else 0
-    use = _uses_ops(s)
     autocast = torch.autocast(crop.device.type, dtype=amp) if amp else contextlib.nullcontext()
     with autocast:
         colour, alpha = split_rgba(generator(crop))
     colour, alpha = colour.float(), alpha.float()
     comp = L.composite(colour, alpha, crop)
-
-    # --- source side: once per step, no gradient
-    with torch.no_grad():
-        src_batch = clip_views(crop, v, size, gen, s.view_aug)
-        if use["structure"]:
-            src_batch = torch.cat([src_batch, _to_clip_size(crop, size)])
-        src = clip.image_forward(src_batch, tokens_from=(block,) if use["structure"] else ())
-        src_emb = src.embedding[:v]
-
-    # --- output side: every view of I_o and I_screen + I_o at CLIP size, one forward
-    sources = [comp]
-    if use["screen"]:
-        sources.append(L.green_screen(colour, alpha))
-    batch = clip_views(torch.cat(sources), v, size, gen, s.view_aug)
-    if use["structure"]:
-        batch = torch.cat([batch, _to_clip_size(comp, size)])
-    out = clip.image_forward(batch, tokens_from=(block,) if use["structure"] else ())
-    out_emb = out.embedding[:v]
-
-    target_sub = _template_subset(texts.target, s.templates_per_step, gen)
-    terms: dict[str, torch.Tensor] = {}
-    terms["clip"] = L.clip_text_loss(out_emb, target_sub, s.distance)
-    zero = comp.new_zeros(())
-    terms["direction"] = (L.direction_loss(out_emb, src_emb, texts.target, texts.roi)
-                          if s.direction and texts.roi is not None else zero)
-    if use["screen"]:
-        screen_sub = _template_subset(texts.screen, s.templates_per_step, gen) \
-            if texts.screen.shape[0] > 1 else texts.screen
-        terms["screen"] = L.clip_text_loss(out.embedding[v:2 * v], screen_sub, s.distance)
-    else:
-        terms["screen"] = zero
-    terms["structure"] = (L.structure_loss(out.tokens[block][-1:], src.tokens[block][-1:])
-                          if use["structure"] else zero)
-    terms["sparsity"] = L.sparsity_loss(alpha, s.lambda_l1, s.lambda_l0)
-    w_boot = L.bootstrap_weight(step, s.bootstrap_weight, s.bootstrap_steps)
-    terms["bootstrap"] = (L.bootstrap_loss(_to_clip_size(alpha, size), _to_clip_size(target, size))
-                          if target is not None and w_boot > 0 else zero)
-
-    total = (s.lambda_comp * (terms["clip"] + terms["direction"])
-             + s.lambda_screen * terms["screen"]
-             + s.lambda_structure * terms["structure"]
-             + s.lambda_sparsity * terms["sparsity"]
-             + w_boot * terms["bootstrap"])
-    record = {k: float(t.detach()) for k, t in terms.items()}
-    record["total"] = float(total.detach())
+    screen = L.green_screen(colour, alpha) if uses(settings)["screen"] else None
+    frame = Frame(composite=comp, screen=screen, source=crop, alpha=alpha, target=target)
+    total, record = objective(clip, [frame], alpha, texts, settings, step, gen)
     return total, record, comp.detach()
 
 
@@ -245,6 +162,13 @@ def build_generator(settings: Text2LIVESettings, seed: int, device: torch.device
         torch.manual_seed(seed)
         gen = SkipGenerator(settings.generator)
     return gen.to(device)
+
+
+def make_optimizer(generator: SkipGenerator, s):
+    """MADGRAD with the settings' lr, momentum and weight decay (the official optimiser)."""
+    import madgrad
+    return madgrad.MADGRAD(generator.parameters(), lr=s.lr, momentum=s.momentum,
+                           weight_decay=s.weight_decay)
 
 
 @torch.no_grad()
@@ -306,9 +230,7 @@ def train_text2live(clip, image: torch.Tensor, prompt: str, *, roi_text: str | N
     texts = _encode_texts(clip, prompt, roi_text, screen_text)
 
     generator = build_generator(s, seed, device)
-    import madgrad
-    opt = madgrad.MADGRAD(generator.parameters(), lr=s.lr, momentum=s.momentum,
-                          weight_decay=s.weight_decay)
+    opt = make_optimizer(generator, s)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     gen = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {k: [] for k in LOSS_NAMES}
@@ -368,12 +290,15 @@ def train_text2live(clip, image: torch.Tensor, prompt: str, *, roi_text: str | N
     return TrainResult(generator.eval(), history, relevancy, s.steps)
 
 
-def _resume(path: Path, fingerprint: str, generator, opt, scaler, gen, history, node: str) -> int:
-    """Load a checkpoint into the run's objects; returns the step to continue from."""
-    state = load_checkpoint(path, expect={"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION})
+def _resume(path: Path, fingerprint: str, generator, opt, scaler, gen, history, node: str,
+            kind: str = CHECKPOINT_KIND, version: int = CHECKPOINT_VERSION,
+            same: str = "image") -> int:
+    """Load a checkpoint into the run's objects; returns the step to continue from.
+    (Shared with the video trainer, which passes its own ``kind``.)"""
+    state = load_checkpoint(path, expect={"kind": kind, "version": version})
     if state.get("fingerprint") != fingerprint:
         raise InputError(node, "run_dir", f"holds a checkpoint of a different run ({path})",
-                         "an empty folder, or the folder of this same image, prompt, seed and settings")
+                         f"an empty folder, or the folder of this same {same}, prompt, seed and settings")
     generator.load_state_dict(state["generator"])
     opt.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
@@ -384,15 +309,17 @@ def _resume(path: Path, fingerprint: str, generator, opt, scaler, gen, history, 
     return int(state["step"])
 
 
-def render(generator: SkipGenerator, image: torch.Tensor, tile: int | None = None) -> dict[str, torch.Tensor]:
+def render(generator: SkipGenerator, image: torch.Tensor, tile: int | None = None,
+           progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """Full-resolution outputs of a trained generator on ``image`` ``(N, 3, H, W)``:
-    {"colour", "alpha", "composite", "greenscreen"} (NCHW / N1HW)."""
+    {"colour", "alpha", "composite", "greenscreen"} (NCHW / N1HW); ``progress``
+    gets an update per image."""
     from .generator import apply_generator
-    colour, alpha = apply_generator(generator, image, tile=tile)
+    colour, alpha = apply_generator(generator, image, tile=tile, progress=progress)
     return {"colour": colour, "alpha": alpha,
             "composite": L.composite(colour, alpha, image.to(colour)),
             "greenscreen": L.green_screen(colour, alpha)}
 
 
-__all__ = ["TrainResult", "train_text2live", "loss_step", "render", "calibrate_batchnorm",
+__all__ = ["TrainResult", "train_text2live", "loss_step", "render", "calibrate_batchnorm", "make_optimizer",
            "training_image", "bootstrap_target", "screen_texts", "GENERATOR_FILE", "LOSS_NAMES"]

@@ -1,0 +1,130 @@
+"""Text2LIVE video on a procedurally made clip with known masks and motion,
+with the trained toy CLIP, against the paper's two baselines.
+
+Clip (the example plate, examples/make_video_assets.py): 8 frames of 96x64,
+a checkered red circle moving (2.5, 0.5) px per frame over grass panning
+-1 px per frame. It is decomposed from the text "red circle" alone (no masks,
+250 steps), then edited with "blue circle" / ROI "red circle" by
+
+* ours: ``train_text2live_video`` (what LL_Text2LIVEVideo runs), with the
+  example graph's settings (examples/text2live_video.json, node 4);
+* the atlas baseline: the image method trained on the fg atlas image;
+* the frames baseline: the image method trained on all frames, applied per frame.
+
+Measures (``engine.text2live.baselines.edit_measures``): per frame the IoU of
+the rendered edit alpha (> 0.5) with the true mask, the mean change more than
+2 px outside the object, and flicker = the mean over points fixed on the object
+(following its true track) of the standard deviation across frames of the
+edited frames' colour there. Measured numbers (seeds 0/1/2 of the edit, one
+decomposition) are next to each threshold and in docs/video.md; the bench
+bench/text2live_video_quality.py prints the same table.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from livelayers.engine.atlas import AtlasSettings, decompose
+from livelayers.engine.atlas.measure import opacity_iou
+from livelayers.engine.atlas.synthetic import make_toy_clip
+from livelayers.engine.text2live.baselines import compare
+from livelayers.engine.text2live.generator import GeneratorConfig
+from livelayers.engine.text2live.settings import Text2LIVESettings, VideoSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+# examples/make_video_assets.CLIP (checked against the example PNGs below)
+CLIP = dict(n_frames=8, height=64, width=96, seed=0, shape="circle", colour="red",
+            texture="checkered", velocity=(2.5, 0.5), size=0.16)
+OBJECT_TEXT, PROMPT, ROI = "red circle", "blue circle", "red circle"
+DECOMPOSE_STEPS = 250
+GEN = GeneratorConfig(scales=4, channels_down=32, channels_up=32)
+# ours: the example graph's LL_Text2LIVEVideo inputs (test_example_graph_uses_these_settings)
+VIDEO = VideoSettings(steps=100, views=4, generator=GEN, atlas_resolution=128, relevancy_blocks="all",
+                      bootstrap_steps=40, box_margin=8, box_min_size=32, whole_every=10)
+# the baselines: the image method with the same budget
+IMAGE = Text2LIVESettings(steps=100, resolution=0, views=4, generator=GEN, relevancy_blocks="all",
+                          bootstrap_steps=40, checkpoint_every=10_000)
+
+# Thresholds. Measured, edit seeds 0/1/2 (one decomposition, seed 0: opacity IoU 0.950):
+#                     min IoU            max outside             flicker
+#   ours              .945/.942/.956     .0002/.0001/.0001       .0013/.0013/.0031
+#   atlas baseline    .389/.642/.485     .0000/.0000/.0000       .0060/.0042/.0047
+#   frames baseline   .873/.707/.848     .0552/.0337/.0547       .0039/.0019/.0037
+# (the plate itself, unedited, scores flicker .0032: the measure's floor from
+# sampling pixel grids at moving sub-pixel points; a smooth edit can go below it)
+MIN_OPACITY_IOU = 0.9    # measured 0.950 (issue 8: >= 0.9)
+MIN_IOU = 0.8            # issue 8's bound; ours measured >= .942
+MAX_OUTSIDE = 0.03       # issue 8's bound; ours measured <= .0002
+MAX_FLICKER = 0.005      # ours measured <= .0031
+
+
+@pytest.fixture(scope="module")
+def toy_video():
+    return make_toy_clip(**CLIP)
+
+
+@pytest.fixture(scope="module")
+def atlas(toy_video, toy_clip, one_thread):
+    """The clip decomposed from the object's name alone (no masks)."""
+    return decompose(toy_video.frames, None, AtlasSettings(steps=DECOMPOSE_STEPS), seed=0, device="cpu",
+                     object_text=OBJECT_TEXT, clip=toy_clip)
+
+
+@pytest.fixture(scope="module")
+def results(toy_clip, atlas, toy_video, one_thread):
+    v = toy_video
+    return compare(toy_clip, atlas, v.frames, v.masks, v.centres, PROMPT, ROI, VIDEO, IMAGE, seed=0)
+
+
+def test_example_graph_uses_these_settings(toy_video):
+    """docs/video.md's numbers are this test's: the example plate is this clip and
+    the example graph's LL_Text2LIVEVideo node runs these settings."""
+    from livelayers.engine.io import load_image
+    plate = load_image(str(ROOT / "examples/assets/toy_video/frame.####.png"))
+    assert plate.rgb.shape == toy_video.frames.shape
+    assert float((plate.rgb - toy_video.frames).abs().max()) <= 0.5 / 255 + 1e-6   # 8-bit PNGs
+    for name in ("text2live_video.json", "text2live_video_train.json"):
+        graph = json.loads((ROOT / "examples" / name).read_text())
+        decomp, edit = graph["3"]["inputs"], graph["4"]["inputs"]
+        assert (decomp["object_text"], decomp["steps"], decomp["seed"]) == (OBJECT_TEXT, DECOMPOSE_STEPS, 0)
+        assert (edit["prompt"], edit["roi_text"], edit["layer"], edit["seed"]) == (PROMPT, ROI, "fg", 0)
+        v = VIDEO
+        assert (edit["steps"], edit["views"], edit["atlas_resolution"], edit["bootstrap_steps"]) == \
+            (v.steps, v.views, v.atlas_resolution, v.bootstrap_steps)
+        assert (edit["box_margin"], edit["box_min_size"], edit["whole_every"]) == \
+            (v.box_margin, v.box_min_size, v.whole_every)
+        assert (edit["generator_scales"], edit["generator_channels"]) == (GEN.scales, GEN.channels_down)
+        assert edit["relevancy_blocks"] == v.relevancy_blocks
+
+
+def test_the_clip_decomposes_from_text_alone(atlas, toy_video):
+    iou = opacity_iou(atlas, toy_video.masks)
+    print(f"opacity IoU from '{OBJECT_TEXT}': {iou:.3f}")
+    assert atlas.info["bootstrap"] == "text"
+    assert iou >= MIN_OPACITY_IOU
+
+
+def test_ours_edits_the_object_in_every_frame_and_nothing_else(results, toy_video):
+    for name, r in results.items():
+        print(f"{name:<16} {r.measures.row()}  ({r.seconds:.0f} s)")
+    ours = results["ours"]
+    m = ours.measures
+    assert len(m.iou) == toy_video.frames.shape[0]
+    assert m.min_iou >= MIN_IOU, m.iou
+    assert m.max_outside <= MAX_OUTSIDE, m.outside
+    assert m.flicker < MAX_FLICKER, m.flicker
+    # and it is the edit asked for: the circle is blue now, in every frame
+    inside = toy_video.masks[:, 0] > 0.5
+    for t in range(toy_video.frames.shape[0]):
+        mean = ours.composite[t][:, inside[t]].mean(1)
+        assert mean[2] > mean[0] + 0.15, (t, mean)
+
+
+def test_ours_beats_the_frames_baseline_on_flicker_and_the_atlas_baseline_on_iou(results):
+    ours, atlas_b, frames_b = (results[k].measures for k in ("ours", "atlas baseline", "frames baseline"))
+    assert ours.flicker < frames_b.flicker, (ours.flicker, frames_b.flicker)
+    assert ours.min_iou > atlas_b.min_iou + 0.2, (ours.iou, atlas_b.iou)
