@@ -1,18 +1,29 @@
-"""Timings of Learnable Regions' parts on the toy models (CPU).
+"""Learnable Regions on the toy models (CPU): quality, editor runs and seconds per image, per mode.
 
-    nice -n 10 python bench/bench_regions.py [--size 64] [--repeats 5]
+    nice -n 10 python bench/bench_regions.py [--images 40] [--time-images 3] [--sizes 32 64 128]
 
-Prints one table (seconds per call) and the cost of our scheme (edit every
-proposal once and score it once with CLIP: K·M edits + K batched CLIP passes +
-K·steps network-only steps) against re-editing the chosen box at every step
-(K·steps edits + K·steps CLIP steps, what a per-step editor loop costs).
-Also the region step of the first version (objective="image": CLIP
-forward/backward on the blended edit every step). Timings only; no assertions.
+Table 1, per image size: how often the chosen box covers the named object
+(held-out toy tasks: recolour one object of a 1-2 object scene, prompt
+"a <new colour> <shape>", source prompt "a <old colour> <shape>"; seeds
+101, 202, 303), for exhaustive, amortised r = 1 and 2 (the committed
+toy-regions network), random (one random box per anchor, then the same
+ranking) and a random proposal; with the anchors' rates. Every proposal
+of a task is edited once and the modes are read off the same table (an
+amortised run edits a subset of the exhaustive run's proposals, with the
+same deterministic editor), so the comparison is exact.
+
+Table 2: seconds per image of real ``learn_regions`` runs in each mode
+(and random = amortised with an untrained network), with the toy
+recolour editor and with the toy SD editor (blended latent diffusion in the
+box on tests/assets/toy_sd), and the editor runs counted.
+
+Table 3: the parts (DINO forward, RoI-align, edits, CLIP scoring, network).
+Timings only; no assertions.
 """
 from __future__ import annotations
 
 import argparse
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,114 +31,127 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "tests" / "assets"
+sys.path.insert(0, str(ROOT / "bench"))
+from _timing import best_of  # noqa: E402
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - t0) / repeats
+def quality_table(dino, clip, net, sizes, n: int, seeds) -> None:
+    from livelayers.engine.toyworld.train_regions import build_tables, evaluate_tables
+    tables = {(size, seed): build_tables(dino, clip, n, seed, (size,), (1.0,)) for size in sizes for seed in seeds}
+    for rank in ("score", "loss"):
+        print(f"\nChosen box covers the named object (>= 80 % of it inside, box <= 4x its bounding box; "
+              f"'IoU>=.5' the stricter measure), rank = {rank}, {n} tasks x {len(seeds)} seeds per size")
+        print(f"{'size':>6} {'mode':<18}{'covers':>8}{'per seed':>18}{'IoU>=.5':>9}{'runs':>6}{'/ exh':>7}")
+        for size in sizes:
+            per_seed = [evaluate_tables(tables[size, s], net, rank=rank) for s in seeds]
+            tight = [evaluate_tables(tables[size, s], net, rank=rank, key="tight") for s in seeds]
+            ex = np.mean([r["exhaustive"]["hit"] for r in per_seed])
+            for name in ("exhaustive", "amortised r=1", "amortised r=2", "random", "random proposal"):
+                hits = [r[name]["hit"] for r in per_seed]
+                runs = np.mean([r[name]["editor_runs"] for r in per_seed])
+                print(f"{size:>6} {name:<18}{np.mean(hits):>8.3f}{' '.join(f'{h:.2f}' for h in hits):>18}"
+                      f"{np.mean([r[name]['hit'] for r in tight]):>9.3f}{runs:>6.1f}{np.mean(hits) / max(ex, 1e-9):>7.2f}")
+            on = np.mean([r["anchors"]["top1_on_object"] for r in per_seed])
+            named = np.mean([r["anchors"]["named_object_has_anchor"] for r in per_seed])
+            print(f"{size:>6} anchors: top-1 on an object {on:.3f}, the named object has an anchor {named:.3f}")
+
+
+def timing_table(dino, clip, model, sizes, n: int, sd_steps: int) -> None:
+    from livelayers.engine.regions import AmortisedRegionNetwork, RegionModel, learn_regions, recolour_editor
+    from livelayers.engine.toyworld.train_regions import BOX_SIZES, K_ANCHORS, toy_task
+    torch.manual_seed(0)
+    untrained = RegionModel(AmortisedRegionNetwork(model.feature_dim, model.text_dim).eval(), BOX_SIZES)
+    runs = {"exhaustive": dict(mode="exhaustive"),
+            "amortised r=1": dict(mode="amortised", proposals_per_anchor=1, region_model=model),
+            "amortised r=2": dict(mode="amortised", proposals_per_anchor=2, region_model=model),
+            "random (untrained net)": dict(mode="amortised", proposals_per_anchor=1, region_model=untrained),
+            "per-image (30 steps)": dict(mode="per-image", proposals_per_anchor=0, steps=30)}
+    editors = {"recolour": lambda task, size: recolour_editor(task.prompt, region="foreground")}
+    sd = None
+    if (ASSETS / "toy_sd").is_dir():
+        from livelayers.engine.models.diffusion import load_diffusion
+        from livelayers.engine.regions import diffusion_editor
+        sd = load_diffusion(str(ASSETS / "toy_sd"), device="cpu", offline=True)
+        editors[f"toy SD ({sd_steps} steps)"] = lambda task, size: diffusion_editor(
+            sd, clip, task.prompt, steps=sd_steps, samples=1, seed=0)
+    print(f"\nSeconds per image (learn_regions, K = {K_ANCHORS}, M = {len(BOX_SIZES)}, {n} images; "
+          f"editor runs per image)")
+    print(f"{'size':>6} {'editor':<18}" + "".join(f"{name:>24}" for name in runs))
+    for size in sizes:
+        rng = np.random.default_rng(4040 + size)
+        tasks = [toy_task(rng, size, 1 + i % 2) for i in range(n)]
+        for ed_name, make in editors.items():
+            if ed_name != "recolour" and size % sd.pixel_multiple:
+                continue
+            cells = []
+            for name, kw in runs.items():
+                if ed_name != "recolour" and name.startswith("per-image"):
+                    cells.append(f"{'not timed':>24}")   # = exhaustive's K·M edits + the training steps
+                    continue
+                total, count = 0.0, 0
+                for task in tasks:
+                    res = {}
+
+                    def go(task=task, res=res):
+                        res["r"] = learn_regions(dino, clip, make(task, size), task.image, task.prompt,
+                                                 K=K_ANCHORS, box_sizes=BOX_SIZES,
+                                                 source_prompt=task.source_prompt, **kw)
+                    total += best_of(go, 1, warmup=False)
+                    count += res["r"].editor_runs
+                cells.append(f"{total / n:>15.3f}s ({count / n:>4.1f})")
+            print(f"{size:>6} {ed_name:<18}" + "".join(cells))
+
+
+def parts_table(dino, clip, model, size: int, repeats: int) -> None:
+    from livelayers.engine.regions import (box_inputs, box_mask, box_proposals, clip_targets,
+                                           dino_anchors, losses_and_scores, recolour_editor, roi_features)
+    from livelayers.engine.toyworld.train_regions import BOX_SIZES, toy_task
+    task = toy_task(np.random.default_rng(0), size, 2)
+    image = task.image
+    found = dino_anchors(dino, image, 3)
+    boxes = box_proposals(found.anchors, BOX_SIZES, (size, size))
+    roi = torch.stack([roi_features(found.feature_map, b, (size, size)) for b in boxes])
+    text = clip.encode_text([task.prompt])
+    geom = box_inputs(boxes, BOX_SIZES, (size, size), found.feature_map, found.saliency, found.anchors)
+    edit = recolour_editor(task.prompt, region="foreground")
+    mask = box_mask(boxes[0, 3], (size, size))
+    edits = torch.cat([edit(image, box_mask(b, (size, size))) for b in boxes.view(-1, 4)])
+    targets = clip_targets(clip, image, task.prompt, task.source_prompt)
+    rows = {
+        f"DINO anchors (view {found.view_hw[0]}px)": best_of(lambda: dino_anchors(dino, image, 3), repeats),
+        "box inputs (geometry + DINO cues)": best_of(lambda: box_inputs(
+            boxes, BOX_SIZES, (size, size), found.feature_map, found.saliency, found.anchors), repeats),
+        "RoI-align (K x M boxes)": best_of(lambda: [roi_features(found.feature_map, b, (size, size))
+                                                   for b in boxes], repeats),
+        "amortised network (K x M logits)": best_of(lambda: model.network(roi, text, geom), repeats),
+        "edit: recolour (foreground)": best_of(lambda: edit(image, mask), repeats),
+        f"CLIP L and S of {edits.shape[0]} edits (one pass)": best_of(
+            lambda: losses_and_scores(clip, edits, targets), repeats),
+    }
+    print(f"\nParts, {size}px")
+    for name, t in rows.items():
+        print(f"{name:<44}{t:>10.4f} s")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
+    ap.add_argument("--images", type=int, default=40, help="held-out tasks per size and seed (table 1)")
+    ap.add_argument("--time-images", type=int, default=3, help="images timed per size (table 2)")
+    ap.add_argument("--sd-steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--K", type=int, default=3)
-    ap.add_argument("--M", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--diffusion-steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-quality", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-
-    from livelayers.engine.models.clip import load_clip
-    from livelayers.engine.models.dino import load_dino
-    from livelayers.engine.regions import (RegionNetwork, box_mask, box_proposals, box_sizes_for,
-                                           box_losses, clip_targets, gumbel_softmax_st,
-                                           recolour_editor, region_losses, roi_features)
-    from livelayers.engine.toyworld import scenes
-
-    clip = load_clip(f"local-dir:{ASSETS / 'toy_clip'}", device="cpu")
-    dino = load_dino(f"local-dir:{ASSETS / 'toy_dino'}", device="cpu")
-    sc = scenes.random_scene(np.random.default_rng(0), 1)
-    img, _ = scenes.render_scene(sc, args.size)
-    image = torch.from_numpy(img).permute(2, 0, 1)[None]
-    prompt = f"a blue {sc.objects[0].shape}"
-    H = W = args.size
-    sizes = box_sizes_for(args.M)
-    boxes = box_proposals(torch.tensor([[W / 2, H / 2]]), sizes, (H, W))[0]
-    mask = box_mask(boxes[2], (H, W))
-
-    rows = {}
-    rows["DINO forward"] = timed(lambda: dino(image), args.repeats)
-    out = dino(image)
-    fmap = out.feature_map()
-    rows["RoI-align (M boxes)"] = timed(lambda: roi_features(fmap, boxes, (H, W)), args.repeats)
-    recolour = recolour_editor(prompt)
-    rows["edit: recolour"] = timed(lambda: recolour(image, mask), args.repeats)
-    if (ASSETS / "toy_ddpm").is_dir():
-        from livelayers.engine.models.diffusion import load_diffusion
-        from livelayers.engine.regions import diffusion_editor
-        ddpm = load_diffusion(str(ASSETS / "toy_ddpm"), device="cpu")
-        if ddpm.sample_size != args.size:
-            small = torch.nn.functional.interpolate(image, size=ddpm.sample_size, mode="area")
-            small_mask = box_mask(box_proposals(torch.tensor([[ddpm.sample_size / 2] * 2]), sizes,
-                                                (ddpm.sample_size,) * 2)[0][2], (ddpm.sample_size,) * 2)
-        else:
-            small, small_mask = image, mask
-        diff = diffusion_editor(ddpm, clip, prompt, steps=args.diffusion_steps, samples=2, views=4)
-        rows[f"edit: blended diffusion ({args.diffusion_steps} steps, {ddpm.sample_size}px)"] = \
-            timed(lambda: diff(small, small_mask), max(1, args.repeats // 2))
-
-    edits = torch.cat([recolour(image, box_mask(b, (H, W))) for b in boxes])
-    roi = roi_features(fmap, boxes, (H, W))
-    targets = clip_targets(clip, image, prompt, "a photo")
-    net = RegionNetwork(roi.shape[1], len(sizes))
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-
-    def image_step():
-        y, _ = gumbel_softmax_st(net(roi), gen)
-        loss = region_losses(clip, (y.view(-1, 1, 1, 1) * edits).sum(0, keepdim=True), targets)["total"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    rows["CLIP scores of the M edits (one batch)"] = timed(lambda: box_losses(clip, edits, targets),
-                                                          args.repeats)
-    scores = box_losses(clip, edits, targets)
-
-    def exact_step():
-        y, _ = gumbel_softmax_st(net(roi), gen)
-        loss = (y * scores).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    rows["region step, exact (Gumbel + network + Adam)"] = timed(exact_step, args.repeats * 4)
-    rows["region step, image (Gumbel + CLIP fwd/bwd + Adam)"] = timed(image_step, args.repeats)
-
-    print(f"\nLearnable Regions parts, {args.size}px, CPU threads={args.threads}")
-    print(f"{'part':<52}{'s/call':>10}")
-    for name, t in rows.items():
-        print(f"{name:<52}{t:>10.4f}")
-    t_exact = rows["region step, exact (Gumbel + network + Adam)"]
-    t_image = rows["region step, image (Gumbel + CLIP fwd/bwd + Adam)"]
-    t_score = rows["CLIP scores of the M edits (one batch)"]
-    K, M, S = args.K, args.M, args.steps
-    print(f"\nregion step, image / exact: {t_image / t_exact:.1f}x")
-    print(f"\nTotals for K={K}, M={M}, steps={S} (editor time dominates with diffusion):")
-    print(f"{'editor':<40}{'ours (exact)':>14}{'first (image)':>15}{'per-step edits':>16}"
-          f"{'per-step/ours':>15}")
-    for name, t in rows.items():
-        if not name.startswith("edit:"):
-            continue
-        ours = K * M * t + K * t_score + K * S * t_exact
-        first = K * M * t + K * S * t_image
-        per_step = K * S * (t + t_image)
-        print(f"{name[6:]:<40}{ours:>13.2f}s{first:>14.2f}s{per_step:>15.2f}s{per_step / ours:>15.2f}")
+    from livelayers.engine.regions import load_region_model
+    from livelayers.engine.toyworld.train_regions import EVAL_SEEDS, load_toy_models
+    dino, clip = load_toy_models()
+    model = load_region_model("toy-regions")
+    if not args.skip_quality:
+        quality_table(dino, clip, model.network, args.sizes, args.images, EVAL_SEEDS)
+    timing_table(dino, clip, model, args.sizes, args.time_images, args.sd_steps)
+    parts_table(dino, clip, model, 64, args.repeats)
 
 
 if __name__ == "__main__":

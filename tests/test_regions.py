@@ -1,6 +1,9 @@
-"""Learnable regions, fast unit tests: anchors, boxes, RoI features, the
-seeded straight-through Gumbel sample, the gradient path to the region
-network's logits, the ranking formula, input errors and the nodes."""
+"""Learnable regions, fast unit tests: anchors (DINO at its working size),
+boxes, RoI features, the foreground recolour editor, the seeded
+straight-through Gumbel sample, the gradient path to the region network's
+logits, the ranking formula, the three modes (editor runs, which proposals
+are edited, what is picked), the region model on disk, input errors and the
+nodes."""
 from __future__ import annotations
 
 import pytest
@@ -275,7 +278,7 @@ def test_learn_regions_small_run_is_deterministic(toy_clip):
     sc, image, _ = _toy_scene()
     prompt = f"a blue {sc.objects[0].shape}"
     runs = [learn_regions(dino, toy_clip, recolour_editor(prompt), image, prompt, K=2, M=3,
-                          steps=3, seed=7) for _ in range(2)]
+                          mode="per-image", proposals_per_anchor=0, steps=3, seed=7) for _ in range(2)]
     r = runs[0]
     assert r.history == runs[1].history and r.box == runs[1].box
     assert torch.equal(r.image, runs[1].image)
@@ -335,3 +338,270 @@ def test_load_dino_node_loads_and_keeps_corrupt_error(assets, tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"junk")
     with pytest.raises(CorruptFileError):
         LL_LoadDINO().load(str(tmp_path / "bad.pth"), device="cpu")
+
+
+# ------------------------------------------------ DINO at its working size
+
+class _PeakDINO:
+    """A stand-in DINO handle (working size 64, patch 8) whose CLS attention
+    peaks at one patch of whatever grid it is given; records what it saw."""
+    patch_size, image_size, embed_dim, device = 8, 64, 4, torch.device("cpu")
+
+    def __init__(self, row_frac=0.3, col_frac=0.7):
+        self.row_frac, self.col_frac, self.seen = row_frac, col_frac, []
+
+    def __call__(self, x, node="LL_DINO"):
+        from livelayers.engine.models.dino import DINOOutput
+        self.seen.append(tuple(x.shape[-2:]))
+        h, w = x.shape[-2] // 8, x.shape[-1] // 8
+        attn = torch.zeros(1, 2, h, w)
+        attn[..., int(self.row_frac * h), int(self.col_frac * w)] = 1.0
+        return DINOOutput(features=torch.zeros(1, h * w, 4), cls=torch.zeros(1, 4), attention=attn,
+                          grid=(h, w))
+
+
+def test_dino_sees_its_working_size_and_anchors_map_back():
+    """A 32 px image is shown to DINO at 64 px (8 x 8 patches, not 4 x 4) and
+    the anchor comes back in the image's own pixels; other sizes and aspect
+    ratios likewise; "image" keeps the old behaviour."""
+    from livelayers.engine.regions import dino_anchors, dino_view
+    dino = _PeakDINO()
+    found = dino_anchors(dino, torch.rand(1, 3, 32, 32), k=1)
+    assert dino.seen[-1] == (64, 64) and found.view_hw == (64, 64)
+    # peak at grid (row 2, col 5) of 8 x 8 -> centre (5.5, 2.5) patches -> x 5.5 * 4, y 2.5 * 4 in 32 px
+    assert found.anchors.tolist() == [[22.0, 10.0]]
+    found = dino_anchors(dino, torch.rand(1, 3, 128, 256), k=1)           # aspect 2:1 kept
+    assert dino.seen[-1] == (64, 128)
+    assert found.anchors.tolist() == [[(11 + 0.5) * 16, (2 + 0.5) * 16]]
+    dino_anchors(dino, torch.rand(1, 3, 32, 32), k=1, size="image")
+    assert dino.seen[-1] == (32, 32)
+    assert dino_view(torch.rand(1, 3, 30, 45), 8, "image").shape[-2:] == (24, 40)
+    assert dino_view(torch.rand(1, 3, 30, 45), 8, 64).shape[-2:] == (64, 96)
+
+
+# ------------------------------------------------------ foreground recolour
+
+def test_foreground_recolour_paints_the_object_not_the_background():
+    """region="foreground" repaints only what stands out from the box's
+    surroundings: the whole object when the box holds it, the part inside
+    when the box clips a corner, nothing when the box lies inside the object."""
+    sc, image, masks = _toy_scene(seed=3)
+    obj = masks[0] >= 0.5
+    ys, xs = torch.nonzero(obj, as_tuple=True)
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    edit = recolour_editor("a blue star", region="foreground")
+    changed = lambda out: (out - image).abs().sum(1)[0] > 0.05   # noqa: E731
+    big = changed(edit(image, box_mask((max(0, x0 - 6), max(0, y0 - 6), x1 + 6, y1 + 6), (64, 64))))
+    assert big[obj].float().mean() > 0.9           # the object is repainted
+    assert big[masks[0] == 0].float().mean() < 0.02  # the background is kept
+    clipped = changed(edit(image, box_mask((x0 + 2, y0 + 2, x1 + 6, y1 + 6), (64, 64))))
+    inside_box = torch.zeros_like(obj)
+    inside_box[y0 + 2:y1 + 6, x0 + 2:x1 + 6] = True
+    assert clipped[obj & inside_box].float().mean() > 0.8
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    inner = edit(image, box_mask((cx - 2, cy - 2, cx + 2, cy + 2), (64, 64)))
+    assert torch.equal(inner, image)
+    with pytest.raises(InputError, match="'region'"):
+        recolour_editor("a blue star", region="blob")
+
+
+# ---------------------------------------------------- the amortised network
+
+def test_box_geometry_and_amortised_network_shapes():
+    from livelayers.engine.regions import AmortisedRegionNetwork, BoundRegionNetwork, box_geometry
+    boxes = box_proposals(torch.tensor([[32.0, 32.0], [2.0, 2.0]]), (0.25, 0.5), (64, 64))
+    g = box_geometry(boxes, (0.25, 0.5), (64, 64))
+    assert g.shape == (2, 2, 4)
+    assert g[0, 1].tolist() == pytest.approx([0.5, 0.5, 0.5, 1.0])
+    assert g[1, 1, 3] < 0.5                              # clipped at the corner: area kept < 1
+    torch.manual_seed(0)
+    net = AmortisedRegionNetwork(8, 16, hidden=16, geometry_dim=4)
+    roi, text = torch.randn(2, 2, 8, 7, 7), torch.randn(1, 16)
+    z = net(roi, text, g)
+    assert z.shape == (2, 2)
+    assert torch.allclose(net(roi, text.expand(2, -1), g), z, atol=1e-6)   # one text per anchor
+    assert not torch.allclose(net(roi, torch.randn(1, 16), g), z)         # the text matters
+    bound = BoundRegionNetwork(net, text, g[1])
+    assert torch.allclose(bound(roi[1]), z[1], atol=1e-6)
+
+
+def test_dino_cues_read_the_anchor_object_extent():
+    """Affinity share inside the box rises to ~1 once the box holds the
+    anchor's object; the ring affinity is high when the box cuts it."""
+    from livelayers.engine.regions import dino_cues
+    fmap = torch.zeros(1, 2, 8, 8)
+    fmap[0, 0] = 1.0
+    fmap[0, 0, 2:5, 2:5], fmap[0, 1, 2:5, 2:5] = 0.0, 1.0   # an "object" of 3 x 3 patches (16..40 px)
+    sal = torch.zeros(8, 8)
+    sal[2:5, 2:5] = 1.0
+    anchors = torch.tensor([[28.0, 28.0]])
+    boxes = torch.tensor([[[24, 24, 32, 32], [12, 12, 44, 44], [0, 0, 64, 64]]])
+    cues = dino_cues(fmap, sal, anchors, boxes, (64, 64))
+    assert cues.shape == (1, 3, 3)
+    inside, ring, sal_in = cues[0].T
+    assert inside[0] < 0.3 < 0.9 < inside[1] and inside[2] == pytest.approx(1.0)
+    assert ring[0] > 0.9 and ring[1] < 0.2
+    assert sal_in[1] > 0.9 and sal_in[2] == pytest.approx(1.0)
+
+
+def test_top_r_lowest_loss_and_pick():
+    from livelayers.engine.regions import lowest_loss, pick, top_r
+    logits = torch.tensor([[0.1, 2.0, 2.0, -1.0], [3.0, 0.0, 1.0, 2.0]])
+    assert top_r(logits, 1).int().tolist() == [[0, 1, 0, 0], [1, 0, 0, 0]]   # tie: the smaller box
+    assert top_r(logits, 2).int().tolist() == [[0, 1, 1, 0], [1, 0, 0, 1]]
+    nan = float("nan")
+    L = torch.tensor([[nan, 1.0, 0.5, nan], [0.7, nan, nan, 0.7]])
+    assert lowest_loss(L) == [2, 0]                                          # equal: the first
+    S = torch.tensor([[nan, 0.2, 0.1, nan], [0.3, nan, nan, 0.9]])
+    assert pick(L, S, [2, 0], "score") == 1 and pick(L, S, [2, 0], "loss") == 0
+
+
+def _tiny_setup(toy_clip, seed=0):
+    from livelayers.engine.models.dino import DINOHandle, ViT, ViTConfig
+    from livelayers.engine.regions import AmortisedRegionNetwork, RegionModel
+    torch.manual_seed(seed)
+    dino = DINOHandle(ViT(ViTConfig(image_size=64, patch_size=8, width=32, depth=2, heads=2)))
+    net = AmortisedRegionNetwork(32, toy_clip.embed_dim, hidden=16).eval().requires_grad_(False)
+    return dino, RegionModel(net, box_sizes_for(4))
+
+
+class _Counting:
+    def __init__(self, editor):
+        self.editor, self.calls = editor, 0
+
+    def __call__(self, image, mask):
+        self.calls += 1
+        return self.editor(image, mask)
+
+
+def test_modes_editor_runs_and_choices(toy_clip):
+    """exhaustive edits all K·M proposals and keeps each anchor's lowest
+    loss; amortised edits exactly the network's top-r per anchor (K·r runs)
+    and keeps the lowest loss among them; per-image trains on the edited
+    ones. The editor-run count is in the result, its metadata and the progress."""
+    from livelayers.engine.progress import Progress
+    from livelayers.engine.regions import learn_regions, top_r
+    dino, model = _tiny_setup(toy_clip)
+    sc, image, _ = _toy_scene()
+    prompt = f"a blue {sc.objects[0].shape}"
+    common = dict(K=3, M=4, seed=1, source_prompt=f"a {sc.objects[0].colour} {sc.objects[0].shape}")
+    seen = []
+    ed = _Counting(recolour_editor(prompt, region="foreground"))
+    ex = learn_regions(dino, toy_clip, ed, image, prompt, mode="exhaustive",
+                       progress=Progress(callback=lambda s, t, info: seen.append((s, t, info))), **common)
+    k = ex.anchors.shape[0]
+    assert ed.calls == ex.editor_runs == k * 4 and ex.edited.all()
+    assert ex.metadata()["editor_runs"] == k * 4 and ex.metadata()["mode"] == "exhaustive"
+    assert seen[-1][2]["editor_runs"] == k * 4 and seen[-1][0] == seen[-1][1] == k * 4
+    assert ex.choices == [int(row.argmin()) for row in ex.box_losses]
+    assert ex.best_anchor == int(ex.scores.argmax())
+    for r in (1, 2):
+        ed = _Counting(recolour_editor(prompt, region="foreground"))
+        am = learn_regions(dino, toy_clip, ed, image, prompt, mode="amortised", proposals_per_anchor=r,
+                           region_model=model, **common)
+        assert ed.calls == am.editor_runs == k * r
+        assert torch.equal(am.edited, top_r(am.proposal_logits, r))
+        assert torch.isnan(am.box_losses[~am.edited]).all()
+        assert torch.allclose(am.box_losses[am.edited], ex.box_losses[am.edited], atol=1e-5)  # same edits
+        for a, j in enumerate(am.choices):
+            assert am.edited[a, j] and am.box_losses[a, j] == am.box_losses[a][am.edited[a]].min()
+    ed = _Counting(recolour_editor(prompt, region="foreground"))
+    pi = learn_regions(dino, toy_clip, ed, image, prompt, mode="per-image", proposals_per_anchor=2,
+                       region_model=model, steps=4, **common)
+    assert ed.calls == pi.editor_runs == 2 * k and len(pi.history[0]) == 4
+    for a in range(k):
+        assert all(pi.edited[a, j] for j in pi.history[a] + [pi.choices[a]])
+
+
+def test_mode_input_errors(toy_clip):
+    from livelayers.engine.regions import AmortisedRegionNetwork, RegionModel, learn_regions
+    dino, model = _tiny_setup(toy_clip)
+    img, ed = torch.rand(1, 3, 64, 64), recolour_editor("a red circle")
+    run = lambda **kw: learn_regions(dino, toy_clip, ed, img, "a red circle", K=1, M=3, **kw)  # noqa: E731
+    with pytest.raises(InputError, match="'mode'.*exhaustive, amortised, per-image"):
+        run(mode="greedy")
+    with pytest.raises(InputError, match="'rank'"):
+        run(rank="vibes")
+    with pytest.raises(InputError, match="'region_model' is missing"):
+        run(mode="amortised")
+    with pytest.raises(InputError, match="'proposals_per_anchor' is 1 in mode 'per-image'"):
+        run(mode="per-image", proposals_per_anchor=1, region_model=model)
+    with pytest.raises(InputError, match="'proposals_per_anchor' is 2 with no region model"):
+        run(mode="per-image", proposals_per_anchor=2)
+    wrong = RegionModel(AmortisedRegionNetwork(96, toy_clip.embed_dim), box_sizes_for(3), dino="toy-dino")
+    with pytest.raises(InputError, match="'region_model' was trained on DINO features of width 96"):
+        run(mode="amortised", region_model=wrong)
+
+
+def test_region_model_round_trip_and_errors(toy_clip, tmp_path):
+    from livelayers.engine.errors import CorruptFileError, ModelNotFoundError
+    from livelayers.engine.regions import load_region_model, save_region_model
+    _, model = _tiny_setup(toy_clip)
+    save_region_model(model.network, tmp_path / "m", box_sizes_for(4), dino="d", clip="c",
+                      report={"hit": 0.5}, half=False)
+    back = load_region_model(f"local-dir:{tmp_path / 'm'}")
+    assert back.box_sizes == pytest.approx(box_sizes_for(4)) and back.report == {"hit": 0.5}
+    roi, text = torch.randn(2, 4, 32, 7, 7), torch.randn(1, toy_clip.embed_dim)
+    g = torch.rand(2, 4, 7)
+    assert torch.equal(back.network(roi, text, g), model.network(roi, text, g))
+    with pytest.raises(InputError, match="'region_model'"):
+        load_region_model(" ")
+    with pytest.raises(ModelNotFoundError):
+        load_region_model(f"local-dir:{tmp_path / 'none'}")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text('{"format": "something"}')
+    (tmp_path / "bad" / "model.safetensors").write_bytes(b"junk")
+    with pytest.raises(CorruptFileError, match="not a LiveLayers region model"):
+        load_region_model(str(tmp_path / "bad"))
+
+
+def test_toy_region_model_loads_by_catalogue_id():
+    from livelayers.engine.regions import load_region_model
+    m = load_region_model("toy-regions")
+    assert (m.feature_dim, m.text_dim) == (96, 128) and len(m.box_sizes) == 7
+    assert m.dino == "toy-dino" and m.clip == "toy-clip"
+
+
+def test_learnable_regions_node_amortised_reports_editor_runs(assets, toy_clip, monkeypatch):
+    """The node in amortised mode with the toy models (the diffusion editor
+    swapped for the recolour editor): K editor runs, reported in 'info'."""
+    import json
+
+    import livelayers.engine.regions as regions
+    from livelayers.engine.models.dino import load_dino
+    from livelayers.nodes.regions_nodes import LL_LearnableRegions
+    calls = []
+
+    def fake_diffusion_editor(handle, clip, prompt, **kw):
+        inner = recolour_editor(prompt, region="foreground")
+        return lambda image, mask: calls.append(1) or inner(image, mask)
+
+    monkeypatch.setattr(regions, "diffusion_editor", fake_diffusion_editor)
+    dino = load_dino(f"local-dir:{assets / 'toy_dino'}", device="cpu")
+    _, image, _ = _toy_scene()
+    out = LL_LearnableRegions().run(dino, toy_clip, None, image.permute(0, 2, 3, 1), "a blue circle",
+                                    anchors=3, boxes_per_anchor=7, mode="amortised",
+                                    proposals_per_anchor=1)
+    info = json.loads(out["result"][4])
+    assert info["mode"] == "amortised" and info["editor_runs"] == len(calls) == info["anchors"]
+    assert info["proposals"] == 7 * info["anchors"] and "editor runs" in out["ui"]["text"][0]
+    edited, box_mask_ = out["result"][0], out["result"][1]
+    assert edited.shape == (1, 64, 64, 3) and box_mask_.sum() > 0
+
+
+def test_train_regions_script_runs_and_resumes(tmp_path, one_thread):
+    """The docs' training command, tiny: writes a loadable region model;
+    a second run with the same run_dir reuses the edited tables and the
+    checkpoint and gives the same weights."""
+    from livelayers.engine.regions import load_region_model
+    from livelayers.engine.toyworld import train_regions
+    args = ["--images", "4", "--steps", "3", "--eval-images", "0", "--threads", "1",
+            "--run-dir", str(tmp_path / "run")]
+    train_regions.main(["--out", str(tmp_path / "a"), *args])
+    assert (tmp_path / "run" / "tables.pt").is_file() and (tmp_path / "run" / "checkpoint.pt").is_file()
+    a = load_region_model(f"local-dir:{tmp_path / 'a'}")
+    assert a.report["images"] == 4 and (a.feature_dim, a.text_dim) == (96, 128)
+    train_regions.main(["--out", str(tmp_path / "b"), *args])
+    b = load_region_model(f"local-dir:{tmp_path / 'b'}")
+    for (k, v), w in zip(a.network.state_dict().items(), b.network.state_dict().values()):
+        assert torch.equal(v, w), k

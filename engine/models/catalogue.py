@@ -2,7 +2,7 @@
 
 Each entry::
 
-    {"id": "toy-clip", "kind": "clip" | "diffusion-pixel" | "diffusion-latent" | "dino",
+    {"id": "toy-clip", "kind": "clip" | "diffusion-pixel" | "diffusion-latent" | "dino" | "regions",
      "source": "hf-hub:org/repo" | "local-dir:relative/or/absolute" | "https://…",
      "files": [{"path": "open_clip_model.safetensors", "sha256": "…" | null, "size": 123 | null}],
      "licence": "…", "description": "…", "regenerate": "command (toy models only)"}
@@ -30,7 +30,7 @@ from ..errors import CorruptFileError, ModelNotFoundError
 from . import resolve as _resolve
 
 PLUGIN_JSON = _resolve.PACKAGE_ROOT / "plugin.json"
-KINDS = ("clip", "diffusion-pixel", "diffusion-latent", "dino")
+KINDS = ("clip", "diffusion-pixel", "diffusion-latent", "dino", "regions")
 
 
 # ------------------------------------------------------------------- reading

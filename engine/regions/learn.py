@@ -1,27 +1,42 @@
-"""Learnable Regions (Lin et al., CVPR 2024) with a gradient that reaches the
-region network.
+"""Learnable Regions (Lin et al., CVPR 2024): which box to edit, three ways.
 
-For each of K anchors (DINO CLS-attention peaks) we propose M square boxes,
-edit the image once inside each box (any editor: blended diffusion, or a
-simple test editor), score every edit exactly, and train a small region
-network that picks one box:
+For each of K anchors (DINO CLS-attention peaks, DINO at its own working
+size) we propose M square boxes. An editor (blended diffusion, or a toy
+editor) edits the image inside a box; CLIP scores an edit exactly:
 
-    L_j    = CLIP cosine + directional + structure (Edit_j)     (M,) one batched
-                                                                CLIP pass, no grad
-    logits = RegionNetwork(RoIAlign(DINO features, boxes))     (M,)
-    y      = straight-through Gumbel-softmax(logits)            one-hot forward
-    loss   = sum_j y_j * L_j                                    = the chosen box's loss
+    L_j = CLIP cosine + directional + structure (Edit_j)    the objective (weights 1)
+    S_j = 2·S_t2i + S_i2i                                   the final ranking
 
-In the backward pass d loss / d y_j = L_j for every box, and the softmax
-Jacobian of the straight-through sample carries the exact per-box losses to
-the logits. (The released code rounds boxes to Python ints and goes through
-PIL, so no gradient ever reaches its box network. Our first version took the
-CLIP loss of X_o = sum_j y_j Edit_j, a first-order estimate that mis-ranked
-boxes; it is kept as ``objective="image"``.) Finally each anchor's chosen
-edit is scored with S = 2·S_t2i + S_i2i and the best anchor wins.
+``mode`` decides which proposals are edited and how each anchor's box is
+chosen; then the anchors' picks are ranked (``rank``: by S, the paper's, or
+by L) and the best one is returned.
+
+exhaustive  every proposal is edited (K·M editor runs); each anchor keeps
+            its lowest-L box. No network: this is the quality reference,
+            the exact answer to the objective. (Training a per-image
+            network on losses that are all known can only equal or lose
+            to their argmin.)
+amortised   a region network trained once across many images and prompts
+            (``AmortisedRegionNetwork``: DINO RoI features + the prompt's
+            text embedding -> box-size logits) proposes its top-r boxes per
+            anchor; only those are edited (K·r editor runs, r = 1 or 2);
+            each anchor keeps its lowest-L edited box.
+per-image   the paper's mode: a network is trained on this image for
+            ``steps`` with the straight-through Gumbel-softmax over the
+            exact losses of the edited proposals (all M, or the amortised
+            network's top-r, which it then starts from) and its argmax is
+            the anchor's box.
+
+The per-image gradient: loss = sum_j y_j * L_j with y the straight-through
+Gumbel sample, so d loss / d y_j = L_j for every box and the softmax
+Jacobian carries the exact per-box losses to the logits (the released code
+never passes a gradient to its box network; our first version's image-space
+estimate is kept as ``objective="image"``).
 """
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -30,18 +45,23 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..progress import Progress, ensure
-from .anchors import anchors_from_attention
+from .anchors import dino_anchors, dino_view  # noqa: F401  (dino_view: re-exported)
 from .boxes import DEFAULT_BOX_SIZES, box_mask, box_proposals, roi_features
-from .losses import box_losses, clip_targets, rank_candidates, region_losses
-from .network import RegionNetwork, gumbel_softmax_st
+from .losses import box_losses, clip_targets, losses_and_scores, region_losses
+from .network import BoundRegionNetwork, RegionNetwork, box_inputs, gumbel_softmax_st
 
 Editor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """editor(image (1, 3, H, W) [0,1], mask (1, 1, H, W)) -> edited image (1, 3, H, W)."""
 
+MODES = ("exhaustive", "amortised", "per-image")
+RANKS = ("score", "loss")
+"""How the anchors' picks are ranked: "score" = S = 2·S_t2i + S_i2i (the
+paper), "loss" = the exact objective L (which also uses the source prompt)."""
+
 
 @dataclass
 class RegionsResult:
-    """What ``learn_regions`` returns (H, W = the input image's size)."""
+    """What ``learn_regions`` returns (H, W = the input image's size; K anchors, M sizes)."""
     box: tuple[int, int, int, int]   # best box (x0, y0, x1, y1), pixels, x1/y1 exclusive
     mask: torch.Tensor               # (1, 1, H, W) the best box as a mask
     image: torch.Tensor              # (1, 3, H, W) the edited image
@@ -50,14 +70,32 @@ class RegionsResult:
     best_anchor: int
     anchors: torch.Tensor            # (K, 2) (x, y) pixels
     boxes: torch.Tensor              # (K, M, 4) proposals
-    choices: list[int]               # final box index per anchor (argmax of trained logits)
-    initial_choices: list[int]       # argmax of the logits before training
-    scores: torch.Tensor             # (K,) S = 2·S_t2i + S_i2i of each anchor's edit
-    history: list[list[int]] = field(default_factory=list)    # (K, steps) sampled box index
-    losses: list[list[float]] = field(default_factory=list)   # (K, steps) total loss
+    choices: list[int]               # chosen box index per anchor
+    initial_choices: list[int]       # per anchor: the network's argmax before per-image training
+                                     # (amortised: its top-1; exhaustive: the loss argmin)
+    scores: torch.Tensor             # (K,) S = 2·S_t2i + S_i2i of each anchor's chosen edit
+    history: list[list[int]] = field(default_factory=list)    # per-image: (K, steps) sampled box index
+    losses: list[list[float]] = field(default_factory=list)   # per-image: (K, steps) objective value
     saliency: torch.Tensor | None = None  # (h, w) DINO CLS attention, mean over heads
-    box_losses: torch.Tensor | None = None  # (K, M) exact CLIP loss of every proposal's edit
-    expected_losses: list[float] = field(default_factory=list)  # (K,) sum softmax(logits)·L after training
+    box_losses: torch.Tensor | None = None  # (K, M) exact loss of each edited proposal, NaN if not edited
+    expected_losses: list[float] = field(default_factory=list)  # per-image: (K,) sum softmax·L after training
+    mode: str = "exhaustive"
+    rank: str = "score"
+    editor_runs: int = 0             # how many times the editor ran
+    edited: torch.Tensor | None = None        # (K, M) bool, which proposals were edited
+    box_scores: torch.Tensor | None = None    # (K, M) S of each edited proposal, NaN if not edited
+    proposal_logits: torch.Tensor | None = None  # (K, M) the region model's logits (amortised / per-image)
+    dino_view_hw: tuple[int, int] | None = None  # the size DINO saw
+
+    def metadata(self) -> dict:
+        """A JSON-able summary (node output, EXR provenance)."""
+        k, m = self.boxes.shape[:2]
+        return {"mode": self.mode, "rank": self.rank, "editor_runs": self.editor_runs,
+                "proposals": k * m, "anchors": k, "box_sizes_per_anchor": m,
+                "box": list(self.box), "best_anchor": self.best_anchor,
+                "anchor_points": [[round(float(v), 2) for v in a] for a in self.anchors.tolist()],
+                "choices": list(self.choices), "score": round(float(self.scores[self.best_anchor]), 5),
+                "dino_view": list(self.dino_view_hw) if self.dino_view_hw else None}
 
 
 def box_sizes_for(m: int, smallest: float = 0.2, largest: float = 0.8) -> tuple[float, ...]:
@@ -65,25 +103,6 @@ def box_sizes_for(m: int, smallest: float = 0.2, largest: float = 0.8) -> tuple[
     if m == 1:
         return (0.5 * (smallest + largest),)
     return tuple(smallest + (largest - smallest) * i / (m - 1) for i in range(m))
-
-
-def dino_view(image: torch.Tensor, patch: int, size: int | None) -> torch.Tensor:
-    """The copy of ``image`` DINO sees: (1, 3, H, W) -> (1, 3, h·p, w·p).
-
-    ``size`` None keeps the image when both sides are multiples of the patch
-    and otherwise rounds each side down to one; an int resizes the shorter
-    side to ``size`` (rounded to patches). Only DINO's view is resized; the
-    boxes and every output stay at the input's size.
-    """
-    H, W = image.shape[-2:]
-    if size is None:
-        h, w = max(patch, H // patch * patch), max(patch, W // patch * patch)
-    else:
-        s = size / min(H, W)
-        h, w = (max(patch, round(H * s / patch) * patch), max(patch, round(W * s / patch) * patch))
-    if (h, w) == (H, W):
-        return image
-    return F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
 
 
 def _validate(node: str, image, prompt, k, sizes, steps) -> None:
@@ -104,6 +123,32 @@ def _validate(node: str, image, prompt, k, sizes, steps) -> None:
         raise InputError(node, "steps", f"is {steps}", ">= 0")
 
 
+def _validate_mode(node: str, mode: str, rank: str, objective: str, r: int | None, m: int,
+                   region_model) -> int:
+    """Check the mode's settings; returns r, the proposals edited per anchor."""
+    if mode not in MODES:
+        raise InputError(node, "mode", f"is {mode!r}", ", ".join(MODES))
+    if rank not in RANKS:
+        raise InputError(node, "rank", f"is {rank!r}", ", ".join(RANKS))
+    if objective not in OBJECTIVES:
+        raise InputError(node, "objective", f"is {objective!r}", ", ".join(OBJECTIVES))
+    if r is not None and r < 0:
+        raise InputError(node, "proposals_per_anchor", f"is {r}", ">= 0 (0 = all M)")
+    if mode == "exhaustive":
+        return m
+    if mode == "amortised" and region_model is None:
+        raise InputError(node, "region_model", "is missing; mode 'amortised' needs a trained region "
+                         "network", "a region model (toy-regions, or one from engine/toyworld/train_regions.py)")
+    r = (1 if mode == "amortised" else m) if r is None or r == 0 else min(r, m)
+    if mode == "per-image" and region_model is None and r < m:
+        raise InputError(node, "proposals_per_anchor", f"is {r} with no region model",
+                         "0 (all M proposals), or give a region model to choose which to edit")
+    if mode == "per-image" and r < 2 and m > 1:
+        raise InputError(node, "proposals_per_anchor", f"is {r} in mode 'per-image'",
+                         ">= 2 (training needs boxes to choose from) or 0 = all M")
+    return r
+
+
 def _run_editor(editor: Editor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     out = editor(image, mask)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(image.shape):
@@ -114,7 +159,7 @@ def _run_editor(editor: Editor, image: torch.Tensor, mask: torch.Tensor) -> torc
 
 
 OBJECTIVES = ("gumbel", "expected", "image")
-"""What ``train_anchor`` minimises (L_j = exact CLIP loss of proposal j's edit):
+"""What ``train_anchor`` minimises (per-image mode; L_j = exact loss of proposal j's edit):
 
 gumbel    sum_j y_j L_j with y the straight-through Gumbel-softmax sample:
           forward = the sampled box's loss, backward = the relaxed sample's
@@ -125,14 +170,15 @@ image     the first version: the CLIP loss of X_o = sum_j y_j Edit_j, a
 """
 
 
-def train_anchor(network: RegionNetwork, roi: torch.Tensor, edits: torch.Tensor, clip, targets,
+def train_anchor(network, roi: torch.Tensor, edits: torch.Tensor, clip, targets,
                  steps: int, lr: float, generator: torch.Generator, tau: float = 1.0,
                  on_step: Callable[[int, float], None] | None = None, objective: str = "gumbel",
                  box_loss: torch.Tensor | None = None) -> tuple[list[int], list[float]]:
-    """Train one anchor's region network.
+    """Train one anchor's region network (per-image mode).
 
-    roi (M, C, l, l) box features; edits (M, 3, H, W) the editor's output
-    for each box (no grad); ``box_loss`` (M,) their exact losses if already
+    network: roi -> logits (m,) (``RegionNetwork`` or ``BoundRegionNetwork``);
+    roi (m, C, l, l) box features; edits (m, 3, H, W) the editor's output
+    for each box (no grad); ``box_loss`` (m,) their exact losses if already
     computed (else one batched CLIP pass here). Returns the box index per
     step (sampled; argmax for "expected") and the objective's value per step
     (for "gumbel" and "image": the loss of the sampled box's edit).
@@ -141,7 +187,7 @@ def train_anchor(network: RegionNetwork, roi: torch.Tensor, edits: torch.Tensor,
         raise ValueError(f"objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
     if objective != "image" and box_loss is None:
         box_loss = box_losses(clip, edits, targets)
-    opt = torch.optim.Adam(network.parameters(), lr=lr)
+    opt = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=lr)
     history, losses = [], []
     for step in range(steps):
         logits = network(roi)
@@ -165,23 +211,71 @@ def train_anchor(network: RegionNetwork, roi: torch.Tensor, edits: torch.Tensor,
     return history, losses
 
 
+@torch.no_grad()
+def proposal_logits(region_model, roi: torch.Tensor, text: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """The amortised network's logits: roi (K, M, C, l, l), text (1, D),
+    inputs (K, M, G) from ``box_inputs`` -> (K, M)."""
+    net = region_model.network if hasattr(region_model, "network") else region_model
+    return net(roi, text, inputs).float()
+
+
+def top_r(logits: torch.Tensor, r: int) -> torch.Tensor:
+    """(K, M) logits -> (K, M) bool, the r highest per row (ties: the smaller box first)."""
+    order = torch.sort(logits, dim=1, descending=True, stable=True).indices[:, :r]
+    chosen = torch.zeros_like(logits, dtype=torch.bool)
+    return chosen.scatter_(1, order, True)
+
+
+def pick(box_loss: torch.Tensor, box_score: torch.Tensor, choices: Sequence[int], rank: str) -> int:
+    """The winning anchor: (K, M) losses and scores, a box index per anchor ->
+    argmax of S (rank "score") or argmin of L (rank "loss") over the anchors' picks."""
+    idx = torch.arange(box_loss.shape[0])
+    ch = torch.as_tensor(list(choices))
+    if rank == "loss":
+        return int(box_loss[idx, ch].argmin())
+    return int(box_score[idx, ch].argmax())
+
+
+def lowest_loss(box_loss: torch.Tensor) -> list[int]:
+    """(K, M) with NaN for unedited boxes -> the lowest-loss edited box per anchor
+    (the first, i.e. smallest, of equal ones)."""
+    return [int(torch.nan_to_num(row, nan=math.inf).argmin()) for row in box_loss]
+
+
+def _per_image_network(region_model, channels: int, m: int, text, inputs, seed: int, a: int):
+    """The network one anchor trains on this image: a copy of the amortised
+    one (bound to this anchor's text and box inputs (m, G)) when given, else a
+    fresh seeded one (the paper)."""
+    if region_model is not None:
+        net = copy.deepcopy(region_model.network).requires_grad_(True).train()
+        return BoundRegionNetwork(net, text, inputs)
+    with torch.random.fork_rng(devices=[]):                       # seeded init, global RNG untouched
+        torch.manual_seed(seed * 1009 + a)
+        return RegionNetwork(channels, m)
+
+
 def learn_regions(dino, clip, editor: Editor, image: torch.Tensor, prompt: str, *,
                   K: int = 9, M: int | None = None, box_sizes: Sequence[float] | None = None,
+                  mode: str = "exhaustive", proposals_per_anchor: int | None = None,
+                  region_model=None, rank: str = "score",
                   steps: int = 30, seed: int = 0, lr: float = 3e-3, tau: float = 1.0,
-                  source_prompt: str = "a photo", dino_size: int | None = None,
+                  source_prompt: str = "a photo", dino_size: int | str | None = None,
                   nms_radius: int = 1, objective: str = "gumbel", progress: Progress | None = None,
                   node: str = "LL_LearnableRegions") -> RegionsResult:
     """Find the region to edit for ``prompt`` and edit it.
 
     dino: DINOHandle; clip: CLIPHandle; editor(image, mask) -> edited image.
     image (1, 3, H, W) [0,1]. K anchors, M boxes per anchor (``box_sizes``:
-    sides as fractions of the shorter image side; default
-    ``box_sizes_for(M)`` or DEFAULT_BOX_SIZES). ``steps`` Adam steps (lr 3e-3)
-    per anchor. ``source_prompt`` describes the unedited image for the
-    directional loss. ``objective`` (see OBJECTIVES): "gumbel" (default,
-    straight-through sample of the exact per-box losses), "expected", or
-    "image" (the first version's image-space estimate). The editor runs K·M
-    times (once per proposal); CLIP scores the K·M edits once.
+    sides as fractions of the shorter side; default ``box_sizes_for(M)`` or
+    DEFAULT_BOX_SIZES). ``mode`` (module docstring): "exhaustive" (K·M
+    editor runs, the reference), "amortised" (K·r runs; needs
+    ``region_model``, a ``RegionModel``), "per-image" (``steps`` Adam steps,
+    ``lr``, ``tau``, ``objective`` per anchor on the edited proposals).
+    ``proposals_per_anchor`` r: edited per anchor (amortised default 1,
+    per-image default all; 0 = all; exhaustive always all). ``rank``: "score"
+    (S) or "loss". ``source_prompt`` describes the unedited image (the
+    directional loss). ``dino_size``: the size DINO sees (None = its working
+    size, "image" = the input's own, or a shorter-side length).
     """
     progress = ensure(progress, node)
     sizes = tuple(box_sizes) if box_sizes is not None else (
@@ -189,63 +283,85 @@ def learn_regions(dino, clip, editor: Editor, image: torch.Tensor, prompt: str, 
     if M is not None and len(sizes) != M:
         raise InputError(node, "box_sizes", f"has {len(sizes)} sizes but M = {M}", "len(box_sizes) == M")
     _validate(node, image, prompt, K, sizes, steps)
-    if objective not in OBJECTIVES:
-        raise InputError(node, "objective", f"is {objective!r}", ", ".join(OBJECTIVES))
+    m = len(sizes)
+    r = _validate_mode(node, mode, rank, objective, proposals_per_anchor, m, region_model)
+    if region_model is not None and mode != "exhaustive":
+        region_model.check_compatible(dino, clip, node)
     image = image.detach().float()
     H, W = image.shape[-2:]
 
-    with torch.no_grad():
-        out = dino(dino_view(image.to(dino.device), dino.patch_size, dino_size), node=node)
-    anchors = anchors_from_attention(out.attention.cpu(), (H, W), K, nms_radius)
-    k = anchors.shape[0]
-    boxes = box_proposals(anchors, sizes, (H, W))                     # (K, M, 4)
-    fmap = out.feature_map().float().cpu()
+    found = dino_anchors(dino, image, K, nms_radius, dino_size, node=node)
+    k = found.anchors.shape[0]
+    boxes = box_proposals(found.anchors, sizes, (H, W))                         # (K, M, 4)
+    roi = torch.stack([roi_features(found.feature_map, boxes[a], (H, W)) for a in range(k)])
     targets = clip_targets(clip, image, prompt, source_prompt)
-    total = k * (len(sizes) + steps)
-    done = 0
+    text = clip.encode_text([prompt]).float().cpu()                             # (1, D)
 
-    choices, initial, history, losses, finals, scored, expected = [], [], [], [], [], [], []
+    logits = inputs = None
+    if mode != "exhaustive" and region_model is not None:
+        inputs = box_inputs(boxes, sizes, (H, W), found.feature_map, found.saliency, found.anchors)
+        logits = proposal_logits(region_model, roi, text, inputs)
+    if mode == "exhaustive" or r >= m:
+        edited = torch.ones(k, m, dtype=torch.bool)
+    elif logits is not None:
+        edited = top_r(logits, r)
+    else:
+        edited = torch.ones(k, m, dtype=torch.bool)
+    runs_planned = int(edited.sum())
+    total = runs_planned + (k * steps if mode == "per-image" else 0)
+
+    # ---- edit the chosen proposals, score each edit exactly
+    edits: dict[tuple[int, int], torch.Tensor] = {}                             # (a, j) -> (3, H, W)
     for a in range(k):
-        edits = []
-        for b in boxes[a]:
-            edits.append(_run_editor(editor, image, box_mask(b, (H, W))))
-            done += 1
-            progress.update(done, total, anchor=a)
-        edits = torch.cat(edits)                                      # (M, 3, H, W)
-        box_loss = box_losses(clip, edits, targets)                   # (M,) exact, no grad
-        roi = roi_features(fmap, boxes[a], (H, W))                    # (M, C, 7, 7)
-        with torch.random.fork_rng(devices=[]):                       # seeded init, global RNG untouched
-            torch.manual_seed(seed * 1009 + a)
-            net = RegionNetwork(roi.shape[1], len(sizes))
-        gen = torch.Generator().manual_seed(seed * 7919 + a)
-        with torch.no_grad():
-            initial.append(int(net(roi).argmax()))
-        base = done
+        for j in range(m):
+            if edited[a, j]:
+                edits[a, j] = _run_editor(editor, image, box_mask(boxes[a, j], (H, W)))[0]
+                progress.update(len(edits), total, anchor=a, editor_runs=len(edits), mode=mode)
+    runs = len(edits)
+    flat = torch.stack([edits[a, j] for a, j in edited.nonzero().tolist()])    # (runs, 3, H, W)
+    box_loss = torch.full((k, m), math.nan)
+    box_score = torch.full((k, m), math.nan)
+    exact, score = losses_and_scores(clip, flat, targets)                      # one CLIP pass
+    box_loss[edited], box_score[edited] = exact.float().cpu(), score.float().cpu()
 
-        def on_step(step: int, loss: float) -> None:
-            progress.update(base + step + 1, total, anchor=a, loss=loss)
+    # ---- each anchor's box
+    history, losses, expected = [], [], []
+    if mode == "per-image":
+        choices, initial = [], []
+        for a in range(k):
+            idx = edited[a].nonzero().view(-1)
+            net = _per_image_network(region_model, roi.shape[2], len(idx), text,
+                                     inputs[a, idx] if inputs is not None else None, seed, a)
+            with torch.no_grad():
+                initial.append(int(idx[int(net(roi[a, idx]).argmax())]))
+            gen = torch.Generator().manual_seed(seed * 7919 + a)
+            base = runs + a * steps
 
-        h, ls = train_anchor(net, roi, edits, clip, targets, steps, lr, gen, tau, on_step,
-                             objective=objective, box_loss=box_loss)
-        done = base + steps
-        with torch.no_grad():
-            logits = net(roi)
-        choice = int(logits.argmax())
-        scored.append(box_loss)
-        expected.append(float((F.softmax(logits, dim=-1) * box_loss).sum()))
-        choices.append(choice)
-        history.append(h)
-        losses.append(ls)
-        finals.append(edits[choice])
+            def on_step(step: int, loss: float, base=base, a=a) -> None:
+                progress.update(base + step + 1, total, anchor=a, loss=loss, editor_runs=runs, mode=mode)
 
-    candidates = torch.stack(finals)
-    scores, _, _ = rank_candidates(clip, candidates, image, prompt)
-    best = int(scores.argmax())
+            anchor_edits = torch.stack([edits[a, int(j)] for j in idx])
+            h, ls = train_anchor(net, roi[a, idx], anchor_edits, clip, targets, steps, lr, gen, tau,
+                                 on_step, objective=objective, box_loss=box_loss[a, idx])
+            with torch.no_grad():
+                z = net(roi[a, idx])
+            choices.append(int(idx[int(z.argmax())]))
+            history.append([int(idx[i]) for i in h])
+            losses.append(ls)
+            expected.append(float((F.softmax(z, dim=-1) * box_loss[a, idx]).sum()))
+    else:
+        choices = lowest_loss(box_loss)
+        initial = [int(v) for v in logits.argmax(1)] if logits is not None else list(choices)
+
+    best = pick(box_loss, box_score, choices, rank)
     box = tuple(int(v) for v in boxes[best, choices[best]].tolist())
     mask = box_mask(box, (H, W))
-    edited = candidates[best:best + 1]
-    return RegionsResult(box=box, mask=mask, image=edited, layer_rgb=edited.clone(), layer_alpha=mask,
-                         best_anchor=best, anchors=anchors, boxes=boxes, choices=choices,
-                         initial_choices=initial, scores=scores.cpu(), history=history, losses=losses,
-                         saliency=out.attention.mean(1)[0].cpu(), box_losses=torch.stack(scored).cpu(),
-                         expected_losses=expected)
+    chosen = edits[best, choices[best]][None].clone()
+    del edits, flat
+    scores = box_score[torch.arange(k), torch.as_tensor(choices)]
+    return RegionsResult(box=box, mask=mask, image=chosen, layer_rgb=chosen.clone(), layer_alpha=mask,
+                         best_anchor=best, anchors=found.anchors, boxes=boxes, choices=choices,
+                         initial_choices=initial, scores=scores, history=history, losses=losses,
+                         saliency=found.saliency, box_losses=box_loss, expected_losses=expected,
+                         mode=mode, rank=rank, editor_runs=runs, edited=edited, box_scores=box_score,
+                         proposal_logits=logits, dino_view_hw=found.view_hw)

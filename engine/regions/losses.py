@@ -45,7 +45,8 @@ def clip_targets(clip, source: torch.Tensor, prompt: str, source_prompt: str) ->
     return ClipTargets(text, direction, fwd.embedding, self_similarity(fwd.tokens[block]), block)
 
 
-def edit_losses(clip, edited: torch.Tensor, targets: ClipTargets) -> dict[str, torch.Tensor]:
+def edit_losses(clip, edited: torch.Tensor, targets: ClipTargets,
+                with_embedding: bool = False) -> dict[str, torch.Tensor]:
     """The three losses of each edit in a batch (N, 3, H, W) -> dict of (N,), weights 1 each:
 
     cosine      1 - cos(E(X), E(T))
@@ -53,6 +54,7 @@ def edit_losses(clip, edited: torch.Tensor, targets: ClipTargets) -> dict[str, t
     structure   MSE(selfsim(tokens(X)), selfsim(tokens(I_s)))   (mean over the L x L entries)
 
     One CLIP pass for the whole batch; differentiable if ``edited`` is.
+    ``with_embedding`` adds the edits' image embeddings (N, D) as "embedding".
     """
     fwd = clip.image_forward(edited, tokens_from=(targets.block,))
     emb = fwd.embedding
@@ -60,8 +62,10 @@ def edit_losses(clip, edited: torch.Tensor, targets: ClipTargets) -> dict[str, t
     img_dir = F.normalize(emb - targets.source, dim=-1, eps=1e-8)
     direc = 1 - (img_dir * targets.text_direction).sum(-1)
     struct = (self_similarity(fwd.tokens[targets.block]) - targets.source_ssim).pow(2).flatten(1).mean(1)
-    return {"cosine": cos, "directional": direc, "structure": struct,
-            "total": cos + direc + struct}
+    out = {"cosine": cos, "directional": direc, "structure": struct, "total": cos + direc + struct}
+    if with_embedding:
+        out["embedding"] = emb
+    return out
 
 
 def region_losses(clip, edited: torch.Tensor, targets: ClipTargets) -> dict[str, torch.Tensor]:
@@ -79,6 +83,22 @@ def box_losses(clip, edits: torch.Tensor, targets: ClipTargets, chunk: int = 32)
     """
     return torch.cat([edit_losses(clip, edits[i:i + chunk], targets)["total"]
                       for i in range(0, edits.shape[0], chunk)])
+
+
+@torch.no_grad()
+def losses_and_scores(clip, edits: torch.Tensor, targets: ClipTargets, chunk: int = 32
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact loss L and ranking score S = 2·S_t2i + S_i2i of every edit, from
+    one CLIP pass: (N, 3, H, W) -> (L (N,), S (N,)). S uses the prompt
+    embedding and the source image embedding of ``targets`` (what
+    ``rank_candidates`` computes, without encoding the source again)."""
+    total, scores = [], []
+    for i in range(0, edits.shape[0], chunk):
+        parts = edit_losses(clip, edits[i:i + chunk], targets, with_embedding=True)
+        emb = parts["embedding"]
+        total.append(parts["total"])
+        scores.append(ranking_scores((emb * targets.text).sum(-1), (emb * targets.source).sum(-1)))
+    return torch.cat(total), torch.cat(scores)
 
 
 def ranking_scores(t2i: torch.Tensor, i2i: torch.Tensor, w_text: float = 2.0,

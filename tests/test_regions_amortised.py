@@ -1,0 +1,102 @@
+"""The amortised region network earns its name: on held-out toy tasks it
+reaches (nearly) the exhaustive search's quality with 1/M of its editor runs.
+
+Tasks (engine/toyworld/train_regions.py, scene seeds the network never saw):
+recolour one object of a 1-2 object scene, prompt "a <new colour> <shape>",
+source prompt "a <old colour> <shape>", toy DINO (K = 3 anchors), M = 7
+boxes, toy recolour editor (foreground), toy CLIP. Every proposal is edited
+once; exhaustive, amortised (the committed toy-regions network) and random
+choice are read off the same table (an amortised run edits a subset of the
+exhaustive run's proposals with the same deterministic editor; the last test
+checks this against real ``learn_regions`` runs). "Covers" = at least 80 %
+of the named object inside the box and the box at most 4x the object's
+bounding box. Numbers and margins: docs/regions.md.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from livelayers.engine.toyworld import train_regions as T
+
+N_64 = 16    # tasks per seed at 64 px (3 seeds)
+N_OTHER = 12  # tasks at 32 and 128 px (seed 101)
+# Thresholds below the measurements, with margin (docs/regions.md). The tasks are deterministic;
+# on these 16 x 3 tasks at 64 px amortised r=1 / exhaustive measured 0.91 pooled (per seed 0.88,
+# 1.00, 0.86), r=2 1.04; on the docs' 40 x 3 tasks per size r=1 measured 0.92 / 0.91 / 0.89 at
+# 32 / 64 / 128 px (so the 0.90 goal is met at 32 and 64 px, not quite at 128), r=2 1.02-1.03.
+AMORTISED_SHARE = 0.85   # amortised r=1 / exhaustive, pooled over the 3 seeds at 64 px
+PER_SEED_SHARE = 0.75    # the same, every seed
+R2_SHARE = 0.95          # amortised r=2 / exhaustive, pooled
+EXHAUSTIVE_OVER_RANDOM = 0.12   # exhaustive - random proposal, every set: smallest measured 0.149
+ANCHOR_ON_OBJECT = 0.75  # top-1 anchor on an object, every set: smallest measured 0.81
+
+
+@pytest.fixture(scope="module")
+def tables(one_thread):
+    dino, clip = T.load_toy_models()
+    out = {(64, s): T.build_tables(dino, clip, N_64, s, (64,), (1.0,)) for s in T.EVAL_SEEDS}
+    for size in (32, 128):
+        out[(size, T.EVAL_SEEDS[0])] = T.build_tables(dino, clip, N_OTHER, T.EVAL_SEEDS[0], (size,), (1.0,))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model():
+    from livelayers.engine.regions import load_region_model
+    return load_region_model("toy-regions")
+
+
+@pytest.mark.slow
+def test_amortised_r1_keeps_exhaustive_quality_with_1_over_m_runs(tables, model):
+    reports = [T.evaluate_tables(tables[(64, s)], model.network) for s in T.EVAL_SEEDS]
+    ex = np.array([r["exhaustive"]["hit"] for r in reports])
+    a1 = np.array([r["amortised r=1"]["hit"] for r in reports])
+    a2 = np.array([r["amortised r=2"]["hit"] for r in reports])
+    rnd = np.array([r["random"]["hit"] for r in reports])
+    print(f"64px per seed: exhaustive {ex}, amortised r=1 {a1}, r=2 {a2}, random {rnd}")
+    for r in reports:   # editor runs per image: K·M vs K·1 (K = 3 anchors found on every scene)
+        assert r["amortised r=1"]["editor_runs"] * len(T.BOX_SIZES) <= r["exhaustive"]["editor_runs"]
+        assert r["amortised r=2"]["editor_runs"] == 2 * r["amortised r=1"]["editor_runs"]
+    assert a1.mean() >= AMORTISED_SHARE * ex.mean()
+    assert (a1 >= PER_SEED_SHARE * ex).all()
+    assert a2.mean() >= R2_SHARE * ex.mean()
+    assert a1.mean() > rnd.mean()        # the same editor runs, chosen at random: worse
+
+
+@pytest.mark.slow
+def test_exhaustive_well_above_random_and_anchors_on_objects(tables, model):
+    for (size, seed), tabs in tables.items():
+        r = T.evaluate_tables(tabs, model.network)
+        print(size, seed, {k: round(v["hit"], 3) for k, v in r.items() if "hit" in v}, r["anchors"])
+        assert r["exhaustive"]["hit"] >= r["random proposal"]["hit"] + EXHAUSTIVE_OVER_RANDOM, (size, seed)
+        assert r["anchors"]["top1_on_object"] >= ANCHOR_ON_OBJECT, (size, seed)
+
+
+@pytest.mark.slow
+def test_real_runs_match_the_table(model):
+    """learn_regions in exhaustive and amortised mode on two held-out tasks:
+    the editor runs K·M and K·r times and picks the box the table predicts."""
+    from livelayers.engine.regions import learn_regions, recolour_editor
+    dino, clip = T.load_toy_models()
+    rng = np.random.default_rng(T.EVAL_SEEDS[1])
+    for i in range(2):
+        task = T.toy_task(rng, 64, 1 + i)
+        tab = T.proposal_table(dino, clip, task)
+        k, m = tab.loss.shape
+        kw = dict(K=T.K_ANCHORS, box_sizes=T.BOX_SIZES, source_prompt=task.source_prompt)
+        ex = learn_regions(dino, clip, recolour_editor(task.prompt, region="foreground"), task.image,
+                           task.prompt, mode="exhaustive", **kw)
+        assert ex.editor_runs == k * m
+        assert torch.allclose(ex.box_losses, tab.loss, atol=1e-5)
+        for r in (1, 2):
+            am = learn_regions(dino, clip, recolour_editor(task.prompt, region="foreground"), task.image,
+                               task.prompt, mode="amortised", proposals_per_anchor=r, region_model=model, **kw)
+            assert am.editor_runs == k * r
+            chosen = T.top_r(model.network(tab.roi, tab.text, tab.geometry), r)
+            assert torch.equal(am.edited, chosen)
+            masked = torch.where(chosen, tab.loss, torch.full_like(tab.loss, float("nan")))
+            c = T.lowest_loss(masked)
+            b = T.pick(tab.loss, tab.score, c, "score")
+            assert am.box == tuple(int(v) for v in tab.boxes[b, c[b]].tolist())
