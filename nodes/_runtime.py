@@ -4,10 +4,51 @@ Inside ComfyUI, long work reports to ``comfy.utils.ProgressBar`` (with a
 preview image) and stops on ComfyUI's interrupt; headless or in the panel it
 uses the reporter the front end installed (``engine.progress.use``). ComfyUI
 modules are imported lazily: the pack must work without them.
+
+Interrupt path inside ComfyUI: Cancel (``POST /interrupt``) sets ComfyUI's
+flag; the next ``ProgressBar.update_absolute`` raises its
+``InterruptProcessingException``. Our callback turns it into the engine's
+``Cancelled`` (so trainers write their checkpoint), and the node wrapper
+(``with_autograd``) turns ``Cancelled`` back into ComfyUI's exception, which
+ComfyUI records as ``execution_interrupted`` rather than a node error.
 """
 from __future__ import annotations
 
+import os
+import time
+
 from ..engine import progress as engine_progress
+from ..engine.errors import Cancelled
+
+PREVIEW_SECONDS = 1.0  # at most one preview image per second: rendering one costs a forward pass
+PREVIEW_SIZE = 512     # ComfyUI's default --preview-size
+
+
+class _ComfyProgress(engine_progress.Progress):
+    """Asks for a preview at most every ``PREVIEW_SECONDS``, whatever the step
+    rate (a GPU atlas step takes milliseconds, a CPU Text2LIVE step seconds)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._last_preview = float("-inf")
+
+    def wants_preview(self, step: int) -> bool:
+        now = time.monotonic()
+        if now - self._last_preview >= PREVIEW_SECONDS:
+            self._last_preview = now
+            return True
+        return False
+
+
+def preview_image(preview):
+    """ComfyUI's preview tuple ("JPEG", PIL image, max size) from an (N,C,H,W)
+    float tensor in [0,1] (the first image, first three channels); None if unusable."""
+    try:
+        from PIL import Image
+        arr = preview[0, :3].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255
+        return ("JPEG", Image.fromarray(arr.round().astype("uint8")), PREVIEW_SIZE)
+    except Exception:  # a preview must never break the run
+        return None
 
 
 def _comfy_progress(label: str) -> engine_progress.Progress | None:
@@ -23,19 +64,12 @@ def _comfy_progress(label: str) -> engine_progress.Progress | None:
         if bar is None:
             bar = bars[total] = comfy.utils.ProgressBar(total)
         preview = info.get("preview")
-        if preview is not None:
-            try:
-                from PIL import Image
-                arr = (preview[0, :3].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255)
-                bar.update_absolute(step, total, ("JPEG", Image.fromarray(arr.astype("uint8")), 512))
-                return
-            except Exception:  # a preview must never break the run
-                pass
-        bar.update_absolute(step, total)
+        try:
+            bar.update_absolute(step, total, preview_image(preview) if preview is not None else None)
+        except mm.InterruptProcessingException as e:
+            raise Cancelled(f"{label} was interrupted") from e
 
-    return engine_progress.Progress(callback=callback,
-                                    should_stop=lambda: mm.processing_interrupted(),
-                                    preview_every=25, label=label)
+    return _ComfyProgress(callback=callback, should_stop=mm.processing_interrupted, label=label)
 
 
 def progress_for(node: str) -> engine_progress.Progress:
@@ -56,14 +90,61 @@ def comfy_models_dir(kind: str) -> list[str]:
         return []
 
 
+def comfy_dir(kind: str) -> str | None:
+    """ComfyUI's "input", "output" or "temp" folder when running inside ComfyUI, else None."""
+    try:
+        import folder_paths
+    except ImportError:
+        return None
+    return {"input": folder_paths.get_input_directory,
+            "output": folder_paths.get_output_directory,
+            "temp": folder_paths.get_temp_directory}[kind]()
+
+
+def resolve_path(path: str, kind: str) -> str:
+    """A node's file path: relative paths are relative to ComfyUI's ``kind``
+    ("input"/"output") folder inside ComfyUI, to the working directory headless."""
+    path = os.path.expanduser(path.strip())
+    base = comfy_dir(kind)
+    if base and path and not os.path.isabs(path):
+        return os.path.join(base, path)
+    return path
+
+
+def _comfy_interrupt():
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return None
+    return mm.InterruptProcessingException
+
+
+def animated_preview(frames, fps: float = 12.0, limit: int = 240) -> dict:
+    """ComfyUI ``ui`` entries showing ``frames`` (N,3,H,W) [0,1] as one animated
+    WEBP in ComfyUI's temp folder (as core SaveAnimatedWEBP does); {} headless
+    or for a single frame (a still preview does)."""
+    temp = comfy_dir("temp")
+    if temp is None or frames.shape[0] < 2:
+        return {}
+    from PIL import Image
+    arr = (frames[:limit, :3].detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255)
+    images = [Image.fromarray(a.round().astype("uint8")) for a in arr]
+    name = f"livelayers_{os.urandom(5).hex()}.webp"
+    images[0].save(os.path.join(temp, name), save_all=True, append_images=images[1:],
+                   duration=round(1000 / fps), loop=0, lossless=False, quality=85)
+    return {"images": [{"filename": name, "subfolder": "", "type": "temp"}], "animated": (True,)}
+
+
 def with_autograd(function):
-    """Run a node function with autograd available.
+    """Run a node function with autograd available, and Cancel as ComfyUI's interrupt.
 
     ComfyUI executes every node under ``torch.inference_mode()``; our nodes
     train generators, atlases and region networks and back-propagate through
     CLIP, so they leave inference mode, and tensors that were created inside
     it (inputs from other nodes, weights loaded by a loader node) are cloned
-    into normal tensors, which autograd can save.
+    into normal tensors, which autograd can save. A ``Cancelled`` raised inside
+    ComfyUI leaves as ComfyUI's ``InterruptProcessingException`` so the prompt
+    is recorded as interrupted, not as failed.
     """
     import functools
 
@@ -76,10 +157,16 @@ def with_autograd(function):
 
     @functools.wraps(function)
     def wrapper(self, *args, **kwargs):
-        with torch.inference_mode(False), torch.enable_grad():
-            args = tuple(normal(a) for a in args)
-            kwargs = {k: normal(v) for k, v in kwargs.items()}
-            return function(self, *args, **kwargs)
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                args = tuple(normal(a) for a in args)
+                kwargs = {k: normal(v) for k, v in kwargs.items()}
+                return function(self, *args, **kwargs)
+        except Cancelled as e:
+            interrupt = _comfy_interrupt()
+            if interrupt is None:
+                raise
+            raise interrupt() from e
 
     wrapper.__ll_autograd__ = True
     return wrapper

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,36 +21,93 @@ from ..engine.io import (COMPRESSIONS, MissingFramesError, PlateInfo, load_image
                          resolve_files)
 from ..engine.io.save import expected_outputs, parse_metadata, save_edit_exr
 from ._convert import image_to_nchw, mask_to_n1hw, n1hw_to_mask, nchw_to_image
+from ._runtime import comfy_dir, resolve_path
 
 CATEGORY = "LiveLayers/io"
 
 
-def _comfy_dir(kind: str) -> str | None:
-    """ComfyUI's input/output/temp directory when running inside ComfyUI."""
+# ---- LL_LoadImage: ComfyUI's input folder as a file list, plus paths and patterns
+
+PICK_NONE = "(use path)"  # the 'image' entry that means: load 'path'
+_IMAGE_SUFFIXES = {".exr", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".hdr", ".webp", ".bmp",
+                   ".dpx", ".tga"}
+_FRAME_NAME = re.compile(r"^(.*?)(\d+)(\.[^.]+)$")
+_LIST_LIMIT = 20000  # files looked at: /object_info asks for the list on every page load
+
+
+def input_choices(folder: str | None) -> list[str]:
+    """The image files under ``folder`` (ComfyUI's input folder), relative, with
+    numbered frames of one padding collapsed into one ``name.####.ext`` entry
+    per sequence; sorted, after ``PICK_NONE``. Hidden folders are skipped."""
+    if not folder or not os.path.isdir(folder):
+        return [PICK_NONE]
+    groups: dict[tuple, list[str]] = {}
+    seen = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(root, folder)
+        for name in files:
+            seen += 1
+            if name.startswith(".") or os.path.splitext(name)[1].lower() not in _IMAGE_SUFFIXES:
+                continue
+            m = _FRAME_NAME.match(name)
+            key = (rel, m.group(1), len(m.group(2)), m.group(3)) if m else (rel, name)
+            groups.setdefault(key, []).append(name)
+        if seen > _LIST_LIMIT:
+            break
+    entries = []
+    for key, names in groups.items():
+        if len(key) == 4 and len(names) > 1:
+            rel, stem, width, ext = key
+            names = [f"{stem}{'#' * width}{ext}"]
+        entries += [os.path.normpath(os.path.join(key[0], n)) for n in names]
+    return [PICK_NONE, *sorted(entries)]
+
+
+def _picked_file(image: str) -> str:
+    """The file (or pattern) a picked 'image' entry names: ComfyUI's annotated
+    names ("x.png [input]") through folder_paths, else relative to the input folder."""
     try:
         import folder_paths
+        return folder_paths.get_annotated_filepath(image)
     except ImportError:
-        return None
-    return {"input": folder_paths.get_input_directory,
-            "output": folder_paths.get_output_directory,
-            "temp": folder_paths.get_temp_directory}[kind]()
+        return resolve_path(image, "input")
 
 
-def _resolve(path: str, kind: str) -> str:
-    """Relative paths are relative to ComfyUI's input/output folder inside
-    ComfyUI, and to the working directory headless."""
-    path = os.path.expanduser(path.strip())
-    base = _comfy_dir(kind)
-    if base and not os.path.isabs(path):
-        return os.path.join(base, path)
-    return path
+def _source(path: str, image: str, node: str) -> str:
+    """What to load: 'path' when given, else the picked 'image' (exactly one of them)."""
+    path = path.strip() if isinstance(path, str) else path
+    picked = isinstance(image, str) and image.strip() not in ("", PICK_NONE)
+    if path and picked:
+        raise InputError(node, "image", f"is {image!r} while 'path' is {path!r}",
+                         f"one of them: clear 'path' to load the picked file, or set 'image' to {PICK_NONE!r}")
+    if picked:
+        return _picked_file(image.strip())
+    if not isinstance(path, str) or not path:
+        raise InputError(node, "path", "is empty and no 'image' is picked",
+                         "an image file or a pattern like plate.####.exr, or a file picked/uploaded in 'image'")
+    path, folder = _annotated(path)
+    return resolve_path(path, folder)
+
+
+_FOLDER_NOTE = re.compile(r"^(.*\S)\s+\[(input|output|temp)\]$")
+
+
+def _annotated(path: str) -> tuple[str, str]:
+    """ComfyUI's folder annotation on a relative path ("run/atlas_edit.png
+    [output]" = a file an earlier graph wrote): (path, folder). Without one
+    the folder is "input". Headless every folder is the working directory, so
+    the same graph reads the same file both ways."""
+    m = _FOLDER_NOTE.match(path)
+    return (m.group(1), m.group(2)) if m else (path, "input")
 
 
 class LL_LoadImage:
     """Load an image or an image sequence (EXR layers, PNG, JPEG, TIFF) into network space."""
 
     DESCRIPTION = ("Loads a still or a frame sequence (plate.####.exr, plate.%04d.png, plate.@@@@.jpg) "
-                   "with colour management into the networks' sRGB space. Returns the colour, the alpha "
+                   "with colour management into the networks' sRGB space: type a path or pattern, or pick "
+                   "(or upload) a file of ComfyUI's input folder in 'image'. Returns the colour, the alpha "
                    "(1 = opaque; NOT inverted like core LoadImage) and the plate info (frames, windows, "
                    "colour space) for writing results back in register. HDR values above 1 are kept.")
     CATEGORY = CATEGORY
@@ -66,9 +124,11 @@ class LL_LoadImage:
         return {"required": {
             "path": ("STRING", {"default": "", "tooltip":
                      "A file, or a sequence pattern: plate.####.exr, plate.%04d.exr, plate.@@@@.png. "
-                     "Relative paths: ComfyUI's input folder (headless: the working directory)."}),
+                     "Relative paths: ComfyUI's input folder (headless: the working directory); "
+                     "end with ' [output]' to read a file an earlier graph wrote to ComfyUI's output folder. "
+                     "Leave empty to load the file picked in 'image'."}),
             "frames": ("STRING", {"default": "", "tooltip":
-                       "Frames to load, Open Job Description range (1001-1050, 1-9:2, 1,4,7); "
+                       "Frames to load, Open Job Description range (1001-1010, 1-9:2, 1,4,7); "
                        "'' = every frame on disk. Ignored for a single file (a still serves every frame)."}),
             "colourspace": (["auto", *io_colour.INPUT_SPACES], {"default": "auto", "tooltip":
                             "Colour space of the files. auto: EXR/HDR/float TIFF = lin_rec709 "
@@ -76,13 +136,18 @@ class LL_LoadImage:
             "layer": ("STRING", {"default": "", "tooltip":
                       "EXR layer to read (e.g. 'composite' reads composite.R/G/B[/A]); '' = the unprefixed "
                       "R,G,B(,A), else the first layer. The error lists the file's layers."}),
+        }, "optional": {
+            "image": (input_choices(comfy_dir("input")), {"default": PICK_NONE, "image_upload": True,
+                      "tooltip": "A file of ComfyUI's input folder (numbered frames are listed once, as "
+                                 "name.####.ext), or upload one. Used when 'path' is empty; "
+                                 f"{PICK_NONE!r} = load 'path'."}),
         }}
 
     @classmethod
-    def IS_CHANGED(cls, path, frames="", colourspace="auto", layer=""):
+    def IS_CHANGED(cls, path, frames="", colourspace="auto", layer="", image=PICK_NONE):
         """Re-run when any file of the sequence changes (size or modification time)."""
         try:
-            _, paths, _ = resolve_files(_resolve(path, "input"), frames)
+            _, paths, _ = resolve_files(_source(path, image, cls.__name__), frames)
         except Exception:
             return float("nan")  # let load() report the problem
         h = hashlib.sha256()
@@ -91,23 +156,23 @@ class LL_LoadImage:
             h.update(f"{p}:{st.st_size}:{st.st_mtime_ns};".encode())
         return h.hexdigest()
 
-    def load(self, path, frames="", colourspace="auto", layer=""):
+    def load(self, path, frames="", colourspace="auto", layer="", image=PICK_NONE):
         node = type(self).__name__
-        if not isinstance(path, str) or not path.strip():
-            raise InputError(node, "path", "is empty", "an image file or a pattern like plate.####.exr")
+        source = _source(path, image, node)
+        what = "path" if isinstance(path, str) and path.strip() else "image"
         space = colourspace if colourspace == "auto" else io_colour.resolve_colourspace(colourspace)
         if space is None:
             raise InputError(node, "colourspace", f"is {colourspace!r}", ", ".join(["auto", *io_colour.INPUT_SPACES]))
         try:
-            plate = load_image(_resolve(path, "input"), frames=frames, colourspace=colourspace,
+            plate = load_image(source, frames=frames, colourspace=colourspace,
                                layer=layer.strip() or None)
         except MissingFramesError as e:
-            raise InputError(node, "frames" if e.missing else "path", str(e),
+            raise InputError(node, "frames" if e.missing else what, str(e),
                              "existing files (check the pattern and the frame range)") from e
         except CorruptFileError as e:
-            raise InputError(node, "layer" if "layer" in str(e) and layer.strip() else "path", str(e)) from e
+            raise InputError(node, "layer" if "layer" in str(e) and layer.strip() else what, str(e)) from e
         except ValueError as e:  # bad frame expression or pattern
-            raise InputError(node, "frames" if "frame range" in str(e) else "path", str(e)) from e
+            raise InputError(node, "frames" if "frame range" in str(e) else what, str(e)) from e
         alpha = plate.alpha if plate.alpha is not None else torch.ones_like(plate.rgb[:, :1])
         return nchw_to_image(plate.rgb), n1hw_to_mask(alpha), plate.info
 
@@ -224,15 +289,25 @@ class LL_SaveEXR:
                 "keep_nonnegative": ("BOOLEAN", {"default": False, "tooltip":
                                      "Raise the edit's alpha minimally so its premultiplied linear colour "
                                      "is never negative (the Over stays exact). Off: negative values kept."}),
+                "edit_layer": (["edit", "stylised"], {"default": "edit", "tooltip":
+                               "Name of the layer edit_image/edit_alpha go to: 'edit', or 'stylised' for "
+                               "LL_StyliseVideoObject's object layer. Either also fills the unprefixed R,G,B,A."}),
                 "metadata": ("STRING", {"default": "", "multiline": True, "tooltip":
                              "Extra provenance as a JSON object, stored as livelayers/<key> header attributes."}),
                 "edit_prompt": ("STRING", {"default": "", "tooltip":
-                                "The text prompt, stored as livelayers/prompt ('' = not stored)."}),
+                                "Deprecated: the prompt, seed and steps are now read from the graph "
+                                "that ran (the nodes feeding this one). Used only when the graph names "
+                                "no prompt; leave empty."}),
                 "seed": ("INT", {"default": -1, "min": -1, "max": 2**63 - 1, "tooltip":
-                         "The seed, stored as livelayers/seed (-1 = not stored)."}),
+                         "Deprecated: the seed is read from the graph that ran. Used only when "
+                         "the graph names no seed; -1 = not stored."}),
             },
-            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
+
+    #: Inputs that only repeated a value of another node; front ends (the panel) hide them.
+    LL_DEPRECATED_INPUTS = {"edit_prompt": "provenance is read from the graph",
+                            "seed": "provenance is read from the graph"}
 
     @classmethod
     def LL_OUTPUT_PATHS(cls, **inputs) -> list[str]:
@@ -242,13 +317,13 @@ class LL_SaveEXR:
         frames = inputs.get("frames", "") or ""
         if not isinstance(path, str) or not isinstance(frames, str):
             return []
-        return [str(p) for p in expected_outputs(_resolve(path, "output"), frames)]
+        return [str(p) for p in expected_outputs(resolve_path(path, "output"), frames)]
 
     def save(self, path, edit_image=None, edit_alpha=None, source=None, composite=None, alpha=None,
              relevancy=None, greenscreen=None, uv_fg=None, uv_bg=None, atlas=None, plate=None,
              frames="", compression="zip", colourspace="auto", colour_depth="half",
-             keep_nonnegative=False, metadata="",
-             edit_prompt="", seed=-1, prompt=None, extra_pnginfo=None):
+             keep_nonnegative=False, metadata="", edit_layer="edit",
+             edit_prompt="", seed=-1, prompt=None, extra_pnginfo=None, unique_id=None):
         node = type(self).__name__
         if not isinstance(path, str) or not path.strip():
             raise InputError(node, "path", "is empty", "a file or pattern like out/edit.####.exr")
@@ -259,19 +334,112 @@ class LL_SaveEXR:
         masks = {"edit_alpha": edit_alpha, "alpha": alpha, "relevancy": relevancy}
         tensors = {k: image_to_nchw(v, node, k) for k, v in images.items() if v is not None}
         tensors.update({k: mask_to_n1hw(v, node, k) for k, v in masks.items() if v is not None})
-        meta = _provenance(parse_metadata(metadata, node), edit_prompt, seed, prompt, extra_pnginfo)
-        paths = save_edit_exr(_resolve(path, "output"), tensors, plate=plate, frames=frames,
+        meta = _provenance(parse_metadata(metadata, node), edit_prompt, seed, prompt, extra_pnginfo,
+                           unique_id)
+        paths = save_edit_exr(resolve_path(path, "output"), tensors, plate=plate, frames=frames,
                               compression=compression, colourspace=colourspace, metadata=meta,
                               keep_nonnegative=bool(keep_nonnegative), colour_depth=colour_depth,
-                              node=node)
+                              edit_layer=edit_layer, node=node)
         text = [str(p) for p in paths]
-        return {"ui": {"images": _previews(tensors), "text": text, "written": text},
-                "result": ("\n".join(text),)}
+        ui = {"images": _previews(tensors), "text": text, "written": text}
+        files = _output_files(paths)
+        if files:  # inside ComfyUI: what a client fetches through /view?type=output
+            ui["exr"] = files
+        return {"ui": ui, "result": ("\n".join(text),)}
 
 
-def _provenance(meta: dict, edit_prompt: str, seed: int, prompt, extra_pnginfo) -> dict:
-    """Metadata JSON + prompt/seed widgets + ComfyUI's hidden workflow."""
+def _output_files(paths) -> list[dict]:
+    """ComfyUI's {"filename", "subfolder", "type": "output"} for files under its output folder."""
+    out_dir = comfy_dir("output")
+    if out_dir is None:
+        return []
+    entries = []
+    root = Path(out_dir).resolve()
+    for p in paths:
+        try:
+            rel = Path(p).resolve().relative_to(root)
+        except ValueError:  # written outside the output folder (an absolute path)
+            continue
+        entries.append({"filename": rel.name, "subfolder": rel.parent.as_posix().strip("."),
+                        "type": "output"})
+    return entries
+
+
+#: Inputs whose literal text says what an edit is, stored as livelayers/<name>.
+_TEXT_PROVENANCE = ("prompt", "roi_text", "screen_prompt", "negative_prompt", "source_prompt")
+#: Model loader inputs, stored as livelayers/models.
+_MODEL_INPUTS = {"LL_LoadCLIP": "model", "LL_LoadDINO": "model", "LL_LoadDiffusion": "spec"}
+
+
+def _is_link(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
+
+
+def _ancestors(workflow: dict, node_id: str) -> list[str]:
+    """Ids of the nodes feeding ``node_id``, nearest first (breadth-first over links)."""
+    seen, order, queue = {str(node_id)}, [], [str(node_id)]
+    while queue:
+        inputs = (workflow.get(queue.pop(0)) or {}).get("inputs") or {}
+        for value in inputs.values():
+            src = str(value[0]) if _is_link(value) else None
+            if src is not None and src not in seen and src in workflow:
+                seen.add(src)
+                order.append(src)
+                queue.append(src)
+    return order
+
+
+def _literal(workflow: dict, value, want: type, hops: int = 4):
+    """A literal input value, following links through text/primitive nodes
+    (ComfyUI's PrimitiveString* hold theirs in 'value'); None if there is none."""
+    while _is_link(value) and hops > 0:
+        inputs = (workflow.get(str(value[0])) or {}).get("inputs") or {}
+        value = next((inputs[k] for k in ("value", "text", "string", "prompt") if k in inputs), None)
+        hops -= 1
+    ok = isinstance(value, want) and not isinstance(value, bool)
+    return value if ok and (want is not str or value.strip()) else None
+
+
+def graph_provenance(workflow: dict, node_id: str) -> dict:
+    """What the graph that ran says about the edit node ``node_id`` saves.
+
+    The nearest upstream node with a ``prompt`` is the edit's node: its
+    prompt, roi_text, screen/negative/source prompts, seed and steps are
+    returned (seed/steps from the nearest node having them when no node has
+    a prompt), with ``edit_node`` ("3 LL_Text2LIVE") and ``models`` (the specs
+    of the model loaders upstream).
+    """
+    ancestors = _ancestors(workflow, node_id)
+
+    def value(nid, name, want):
+        return _literal(workflow, (workflow[nid].get("inputs") or {}).get(name), want)
+
+    source = next((n for n in ancestors if value(n, "prompt", str) is not None), None)
+    meta: dict = {}
+    if source is not None:
+        meta["edit_node"] = f"{source} {workflow[source].get('class_type', '')}".strip()
+        meta.update({k: value(source, k, str).strip() for k in _TEXT_PROVENANCE
+                     if value(source, k, str) is not None})
+    for name in ("seed", "steps"):
+        holders = ([source] if source is not None else []) + ancestors
+        found = next((value(n, name, int) for n in holders if value(n, name, int) is not None), None)
+        if found is not None:
+            meta[name] = int(found)
+    models = [value(n, _MODEL_INPUTS[workflow[n].get("class_type")], str) for n in ancestors
+              if workflow[n].get("class_type") in _MODEL_INPUTS]
+    if any(models):
+        meta["models"] = [m for m in models if m]
+    return meta
+
+
+def _provenance(meta: dict, edit_prompt: str, seed: int, prompt, extra_pnginfo,
+                unique_id=None) -> dict:
+    """Metadata JSON, then what the graph that ran says (ComfyUI's hidden PROMPT +
+    UNIQUE_ID), then the deprecated edit_prompt/seed copies, then the workflows."""
     meta = dict(meta)
+    if isinstance(prompt, dict) and unique_id is not None and str(unique_id) in prompt:
+        for k, v in graph_provenance(prompt, str(unique_id)).items():
+            meta.setdefault(k, v)
     if edit_prompt:
         meta.setdefault("prompt", edit_prompt)
     if seed is not None and seed >= 0:
@@ -285,7 +453,7 @@ def _provenance(meta: dict, edit_prompt: str, seed: int, prompt, extra_pnginfo) 
 
 def _previews(tensors: dict[str, torch.Tensor], limit: int = 16) -> list[dict]:
     """PNG previews in ComfyUI's temp folder (none headless)."""
-    temp = _comfy_dir("temp")
+    temp = comfy_dir("temp")
     if temp is None:
         return []
     if "composite" in tensors:

@@ -206,6 +206,29 @@ def test_inside_comfyui_paths_use_its_folders_and_previews_are_pngs(tmp_path, mo
     png.close()
 
 
+def test_load_path_with_output_annotation_reads_what_an_earlier_graph_wrote(tmp_path, monkeypatch):
+    """'x.png [output]' (ComfyUI's own folder annotation) reads from ComfyUI's
+    output folder inside ComfyUI and from the working directory headless."""
+    import sys
+    import types
+    for kind in ("input", "output", "temp"):
+        (tmp_path / kind / "run").mkdir(parents=True)
+    write_png(tmp_path / "output/run/edit.png", np.full((2, 3, 3), 0.25, np.float32))
+    write_png(tmp_path / "input/run/edit.png", np.full((2, 3, 3), 0.75, np.float32))
+    monkeypatch.chdir(tmp_path / "output")
+    headless = LL_LoadImage().load("run/edit.png [output]")[0]
+    fake = types.ModuleType("folder_paths")
+    for kind in ("input", "output", "temp"):
+        setattr(fake, f"get_{kind}_directory", lambda k=kind: str(tmp_path / k))
+    monkeypatch.setitem(sys.modules, "folder_paths", fake)
+    monkeypatch.chdir(tmp_path)
+    inside = LL_LoadImage().load("run/edit.png [output]")[0]
+    plain = LL_LoadImage().load("run/edit.png")[0]              # no annotation: the input folder
+    assert headless.shape == inside.shape == (1, 2, 3, 3)
+    assert abs(float(headless.mean()) - 0.25) < 0.01 and abs(float(inside.mean()) - 0.25) < 0.01
+    assert abs(float(plain.mean()) - 0.75) < 0.01
+
+
 def test_load_is_changed_follows_the_files(tmp_path):
     write_png(tmp_path / "s.0001.png", np.zeros((2, 2, 3), np.float32))
     before = LL_LoadImage.IS_CHANGED(str(tmp_path / "s.####.png"))

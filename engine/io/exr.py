@@ -33,7 +33,10 @@ try:
 except Exception:  # running from a source tree that is not installed
     VERSION = "0.1.0"
 
-COLOUR_LAYERS = ("edit", "composite", "source", "greenscreen", "atlas")
+COLOUR_LAYERS = ("edit", "stylised", "composite", "source", "greenscreen", "atlas")
+# The layer that also fills the unprefixed R,G,B,A (the first one present):
+# an edit layer, or a stylised object layer (engine/stylise).
+PRIMARY_LAYERS = ("edit", "stylised")
 DATA_LAYERS = ("alpha", "relevancy", "uv_fg", "uv_bg", "stmap", "depth")
 COMPRESSIONS = ("zip", "piz", "zips", "rle", "none", "dwaa", "dwab")
 LOSSY_COMPRESSIONS = ("dwaa", "dwab")
@@ -134,26 +137,27 @@ def _prepare(layers: Mapping, space: str, half_colour: bool) -> _Prepared:
     names, formats, planes, size, has_data = [], [], [], None, False
     items = list(layers.items())
     # The edit layer also fills the unprefixed channels, first, so every reader shows it.
-    if "edit" in layers:
-        items = [("", layers["edit"])] + items
+    primary = next((name for name in PRIMARY_LAYERS if name in layers), None)
+    if primary is not None:
+        items = [("", layers[primary])] + items
     for name, value in items:
         if name != "" and not _SIMPLE_NAME.match(name):
             raise ValueError(f"layer name {name!r} is not simple; allowed: a letter, then "
                              "letters, digits or '_' (e.g. edit, uv_fg)")
-        spec = _default_spec(name or "edit", value)
+        spec = _default_spec(name or primary, value)
         if spec.kind not in ("colour", "data"):
             raise ValueError(f"layer {name!r}: kind {spec.kind!r}; allowed: colour, data")
-        arr = _hwc(spec.pixels, name or "edit")
+        arr = _hwc(spec.pixels, name or primary)
         if size is None:
             size = arr.shape[:2]
         elif arr.shape[:2] != size:
             raise ValueError(f"layer {name!r} is {arr.shape[1]}x{arr.shape[0]} pixels but "
                              f"layer {items[0][0] or 'edit'!r} is {size[1]}x{size[0]}; "
                              "allowed: every layer the same size (nothing is resized)")
-        arr = _encode(name or "edit", spec, arr, space)
+        arr = _encode(name or primary, spec, arr, space)
         fmt = "half" if spec.kind == "colour" and half_colour else "float"
         has_data |= spec.kind == "data"
-        for i, ch in enumerate(_channel_names(name or "edit", spec, arr.shape[-1])):
+        for i, ch in enumerate(_channel_names(name or primary, spec, arr.shape[-1])):
             names.append(f"{name}.{ch}" if name else ch)
             formats.append(fmt)
             planes.append(arr[..., i])

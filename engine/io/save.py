@@ -15,7 +15,8 @@ import torch
 from ..errors import InputError
 from ..frames import format_frames, parse_frames
 from . import colour
-from .exr import (COMPRESSIONS, LOSSY_COMPRESSIONS, LayerSpec, output_paths, write_exr_sequence)
+from .exr import (COMPRESSIONS, LOSSY_COMPRESSIONS, PRIMARY_LAYERS, LayerSpec, output_paths,
+                  write_exr_sequence)
 from .layer import linear_premultiplied_layer
 from .read import PlateInfo
 from .sequence import parse_pattern
@@ -94,7 +95,7 @@ def save_edit_exr(path: str | os.PathLike, inputs: dict[str, torch.Tensor | None
                   plate: PlateInfo | None = None, frames: str = "", compression: str = "zip",
                   colourspace: str = "auto", metadata: dict | None = None,
                   keep_nonnegative: bool = False, colour_depth: str = "half",
-                  node: str = "LL_SaveEXR") -> list[Path]:
+                  edit_layer: str = "edit", node: str = "LL_SaveEXR") -> list[Path]:
     """Write the connected layers, one EXR per batch element.
 
     Args:
@@ -105,6 +106,9 @@ def save_edit_exr(path: str | os.PathLike, inputs: dict[str, torch.Tensor | None
         plate: windows, frame numbers and colour space of the source plate.
         frames: OpenJD range naming the N frames ("" = plate frames or 1..N).
         colourspace: scene-linear output space, or "auto" (plate's if linear).
+        edit_layer: the name of the layer holding edit_image/edit_alpha
+            ("edit", or "stylised" for a stylised object layer); either one
+            also fills the unprefixed R,G,B,A.
     Returns: the written paths.
     """
     given = {k: v for k, v in inputs.items() if v is not None}
@@ -123,6 +127,8 @@ def save_edit_exr(path: str | os.PathLike, inputs: dict[str, torch.Tensor | None
         raise InputError(node, "compression", f"is {compression} (lossy) but data layers are "
                          f"connected ({', '.join(data_inputs)})",
                          "zip, piz, zips, rle or none when data layers are saved (DWA only for colour)")
+    if edit_layer not in PRIMARY_LAYERS:
+        raise InputError(node, "edit_layer", f"is {edit_layer!r}", " | ".join(PRIMARY_LAYERS))
     space = output_colourspace(colourspace, plate)
     if not colour.is_linear(space):
         raise InputError(node, "colourspace", f"is {space!r}, not scene-linear",
@@ -133,7 +139,7 @@ def save_edit_exr(path: str | os.PathLike, inputs: dict[str, torch.Tensor | None
         paths = output_paths(path, numbers)
     except ValueError as e:
         raise InputError(node, "path", str(e), "a pattern with #### (or %04d, @@@@) for several frames") from e
-    layers, solve = _layers(given, space, keep_nonnegative)
+    layers, solve = _layers(given, space, keep_nonnegative, edit_layer)
     meta = {"edit_solve": solve, "output_colourspace": space, **(metadata or {})}
     if plate is not None:
         meta.setdefault("source_plate", plate.pattern or (plate.paths[0] if plate.paths else ""))
@@ -145,7 +151,8 @@ def save_edit_exr(path: str | os.PathLike, inputs: dict[str, torch.Tensor | None
     return paths
 
 
-def _layers(given: dict[str, torch.Tensor], space: str, keep_nonnegative: bool) -> tuple[dict, str | None]:
+def _layers(given: dict[str, torch.Tensor], space: str, keep_nonnegative: bool,
+            edit_layer: str = "edit") -> tuple[dict, str | None]:
     """EXR layer specs (batched) and how the edit layer was solved."""
     layers: dict[str, LayerSpec] = {}
     solve = None
@@ -153,11 +160,11 @@ def _layers(given: dict[str, torch.Tensor], space: str, keep_nonnegative: bool) 
         c, a, src = given["edit_image"], given["edit_alpha"], given.get("source")
         if src is not None:
             p, a2 = linear_premultiplied_layer(c, a, src, space, keep_nonnegative=keep_nonnegative)
-            layers["edit"] = LayerSpec(torch.cat([p, a2], dim=1), kind="colour", encoding="linear")
+            layers[edit_layer] = LayerSpec(torch.cat([p, a2], dim=1), kind="colour", encoding="linear")
             solve = "over_source" + ("_nonnegative" if keep_nonnegative else "")
         else:
             # No plate to solve against: alpha * lin(colour) (the Over is then approximate).
-            layers["edit"] = LayerSpec(torch.cat([c, a], dim=1), kind="colour", encoding="network")
+            layers[edit_layer] = LayerSpec(torch.cat([c, a], dim=1), kind="colour", encoding="network")
             solve = "alpha_times_linear_colour"
     for name, (layer, kind) in LAYER_INPUTS.items():
         if name in given:
