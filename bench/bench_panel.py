@@ -6,9 +6,12 @@ and of the farm exports.
 A fake node reports ``--steps`` progress updates (a 64x64 preview every 10th,
 as the panel asks). Rows: the executor with a silent Progress; the executor
 with the panel's callback (QImage conversion + queued signals, no GUI); the
-whole panel (thread, signals delivered, widgets updated). Then the time to
-export a 100-frame job as OpenJD (with openjd.model validation) and as
-OpenCue XML. Prints a table and ratios; numbers depend on the machine and
+whole panel (thread, signals delivered, widgets updated). Then the
+viewer's costs: the live matte (relevancy of the region text with the toy
+CLIP, model already loaded) at two frame sizes, reading a written EXR back
+into the viewer's pictures, and drawing a picture (float -> QImage). Then the
+time to export a 100-frame job as OpenJD (with openjd.model validation) and
+as OpenCue XML. Prints a table and ratios; numbers depend on the machine and
 are never asserted in tests.
 """
 from __future__ import annotations
@@ -58,6 +61,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    torch.set_num_threads(1)
     app = QApplication.instance() or QApplication([])
     from livelayers.ui.panel import LiveLayersPanel
     from livelayers.ui.worker import RunThread
@@ -91,6 +95,8 @@ def main() -> None:
     for name, t in rows:
         print(f"{name:46s} {t:8.3f} {1e6 * t / args.steps:10.1f} {t / base:7.2f}")
 
+    viewer_rows(args.repeat)
+
     with tempfile.TemporaryDirectory() as tmp:
         graph = Path(tmp) / "graph.json"
         graph.write_text(json.dumps(wf))
@@ -100,6 +106,38 @@ def main() -> None:
     print("\nexport 100 frames, chunk 10, train + render")
     print(f"{'openjd (template + openjd.model validation)':46s} {t_jd:8.3f} s")
     print(f"{'opencue (pyoutline spec XML)':46s} {t_cue:8.3f} s   ratio {t_cue / t_jd:.2f}")
+
+
+def viewer_rows(repeat: int) -> None:
+    """Live matte latency, EXR read-back and drawing, by image size."""
+    import numpy as np
+
+    from livelayers.engine.models.clip import load_clip
+    from livelayers.engine.relevancy import relevancy_map
+    from livelayers.nodes.io_nodes import LL_SaveEXR
+    from livelayers.ui.layers import plate_picture, read_result
+    from livelayers.ui.viewer import picture_to_qimage
+
+    clip = load_clip(f"local-dir:{Path(__file__).resolve().parents[1] / 'tests/assets/toy_clip'}",
+                     device="cpu")
+    print(f"\n{'viewer':46s} {'side px':>8s} {'ms':>8s}")
+    for side in (96, 512):
+        image = torch.rand(1, 3, side, side)
+        t = best_of(lambda: relevancy_map(clip, image, "red circle", blocks="all"), repeat)
+        print(f"{'live matte (toy CLIP, blocks all)':46s} {side:8d} {1e3 * t:8.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in (512, 1920):
+            h = side * 9 // 16 if side > 1000 else side
+            img = torch.rand(1, h, side, 3)
+            alpha = torch.rand(1, h, side)
+            out = LL_SaveEXR().save(f"{tmp}/r{side}.####.exr", edit_image=img, edit_alpha=alpha,
+                                    source=img, composite=img, relevancy=alpha, frames="1")
+            path = out["result"][0]
+            t_read = best_of(lambda: read_result(path), repeat)
+            pic = plate_picture(np.random.rand(h, side, 3).astype(np.float32))
+            t_draw = best_of(lambda: picture_to_qimage(pic), repeat)
+            print(f"{'EXR -> layer/alpha/comp/relevancy pictures':46s} {side:8d} {1e3 * t_read:8.1f}")
+            print(f"{'picture -> QImage (draw)':46s} {side:8d} {1e3 * t_draw:8.1f}")
 
 
 if __name__ == "__main__":

@@ -101,8 +101,10 @@ def test_panel_shows_prompt_and_key_number_fields(qapp, tmp_path):
     assert panel.field_widgets["2.steps"].text() == "20"
     assert panel.field_widgets["1.text"].toolTip() == "the edit to make"
     assert "allowed: 1 … 100000" in panel.field_widgets["2.steps"].toolTip()
+    # seed and steps sit in the top row (with randomise and lock); the rest under "All fields"
+    assert panel.seed_edit is panel.field_widgets["2.seed"] and panel.seed_lock.isChecked()
     titles = [b.title() for b in panel.findChildren(QGroupBox)]
-    assert titles == ["1 · LL_TestText", "2 · LL_TestPainter"]
+    assert titles == ["1 · LL_TestText"]
     assert panel.error_label.isHidden() and panel.last_error is None
 
 
@@ -138,8 +140,10 @@ def test_run_updates_progress_preview_and_written_files(qapp, tmp_path):
     assert [panel.written_list.item(i).text() for i in range(panel.written_list.count())] == [str(out)]
     assert panel.progress_bar.value() == 1000
     assert len(values) > 5 and values == sorted(values) and 0 < values[0] < 1000
-    assert panel.preview_label.pixmap() is not None and not panel.preview_label.pixmap().isNull()
-    assert panel.preview_label.pixmap().toImage().pixelColor(5, 5).red() == 255
+    preview = panel.viewer.canvas.pictures["preview"]          # the engine's preview, in the viewer
+    assert preview.size == (16, 16) and tuple(preview.display[5, 5]) == (1.0, 0.0, 0.0)
+    assert len(panel.loss_plot.points) > 5 and panel.loss_plot.points[-1][1] < panel.loss_plot.points[0][1]
+    assert len(panel.history.entries) == 1 and panel.history.entries[0].seed == 7
     assert panel.run_button.isEnabled() and not panel.stop_button.isEnabled()
     assert "LL_TestPainter" in panel.log_view.toPlainText()
 
@@ -227,8 +231,8 @@ def test_panel_cli_screenshot(qapp, tmp_path):
     (tmp_path / "g.json").write_text(json.dumps(wf))
     png = tmp_path / "shot.png"
     assert main(["panel", str(tmp_path / "g.json"), "--screenshot", str(png),
-                 "--size", "480x400"]) == 0
-    assert (QImage(str(png)).width(), QImage(str(png)).height()) == (480, 400)
+                 "--size", "640x700"]) == 0
+    assert (QImage(str(png)).width(), QImage(str(png)).height()) == (640, 700)
     assert main(["panel", "--size", "big"]) == 2
 
 
