@@ -4,6 +4,7 @@
     demo [--out DIR]                                                the bundled demo graph
     models list|verify|fetch …                                      the model catalogue
     export-job GRAPH.json --format openjd|opencue …                 render-farm job export
+    wedge GRAPH.json --vary ID.input=A|B … --out DIR                variations + contact sheet
     panel [GRAPH.json]                                              the PySide6 prompt panel
 """
 from __future__ import annotations
@@ -211,7 +212,7 @@ def _cli_hooks():
     """Subcommands contributed by other parts (imported lazily, optional)."""
     import importlib
     import importlib.util
-    for module in ("engine.models.catalogue", "engine.farm", "ui.app"):
+    for module in ("engine.models.catalogue", "engine.farm", "wedge", "ui.app"):
         if importlib.util.find_spec(f".{module}", __package__) is None:
             continue
         try:

@@ -49,6 +49,7 @@ class RunResult:
     written: list[str] = field(default_factory=list)  # files the output nodes wrote
     skipped_frames: list[int] = field(default_factory=list)  # already complete on disk
     executed: list[str] = field(default_factory=list)  # node ids, in order
+    values: dict[str, tuple] = field(default_factory=dict)  # node id -> outputs (keep_values=True)
 
 
 # --------------------------------------------------------------------------- loading
@@ -194,27 +195,8 @@ def _validate_node(node_id: str, node: Any, workflow: dict, registry: Registry) 
             raise WorkflowError("required input is missing", node_id, class_type, name)
     literals = {}
     for name, value in inputs.items():
-        where = dict(node_id=node_id, class_type=class_type, input_name=name)
-        if name not in specs:
-            raise WorkflowError(f"is not an input of {class_type}; its inputs are: "
-                                f"{', '.join(specs)}", **where)
-        _, typ, opts = specs[name]
-        if _is_link(value):
-            src_id, idx = str(value[0]), value[1]
-            if src_id not in workflow:
-                raise WorkflowError(f"links to node {src_id}, which is not in the workflow", **where)
-            src_class = workflow[src_id].get("class_type")
-            if src_class not in registry:
-                continue  # reported when that node is validated
-            returns = registry[src_class].RETURN_TYPES
-            if not 0 <= idx < len(returns):
-                raise WorkflowError(f"links to output {idx} of node {src_id} ({src_class}), "
-                                    f"which has {len(returns)} outputs", **where)
-            if not _types_compatible(returns[idx], typ):
-                raise WorkflowError(f"expects {typ} but is linked to output {idx} of node {src_id} "
-                                    f"({src_class}), which is {returns[idx]}", **where)
-        else:
-            _check_literal(value, typ, opts, where)
+        validate_input(node_id, class_type, name, value, workflow, registry)
+        if not _is_link(value):
             literals[name] = value
     validate = getattr(cls, "VALIDATE_INPUTS", None)
     if validate is not None:
@@ -224,6 +206,34 @@ def _validate_node(node_id: str, node: Any, workflow: dict, registry: Registry) 
         verdict = validate(**args)
         if verdict is not True:
             raise WorkflowError(str(verdict), node_id, class_type)
+
+
+def validate_input(node_id: str, class_type: str, name: str, value: Any, workflow: dict,
+                   registry: Registry) -> None:
+    """Check one input of a node of a known class: the name, a literal's type and
+    range, or a link's target and type (the Python graph API checks each input as it is set)."""
+    specs = _input_specs(registry[class_type])
+    where = dict(node_id=node_id, class_type=class_type, input_name=name)
+    if name not in specs:
+        raise WorkflowError(f"is not an input of {class_type}; its inputs are: "
+                            f"{', '.join(specs)}", **where)
+    _, typ, opts = specs[name]
+    if not _is_link(value):
+        _check_literal(value, typ, opts, where)
+        return
+    src_id, idx = str(value[0]), value[1]
+    if src_id not in workflow:
+        raise WorkflowError(f"links to node {src_id}, which is not in the workflow", **where)
+    src_class = workflow[src_id].get("class_type")
+    if src_class not in registry:
+        return  # reported when that node is validated
+    returns = registry[src_class].RETURN_TYPES
+    if not 0 <= idx < len(returns):
+        raise WorkflowError(f"links to output {idx} of node {src_id} ({src_class}), "
+                            f"which has {len(returns)} outputs", **where)
+    if not _types_compatible(returns[idx], typ):
+        raise WorkflowError(f"expects {typ} but is linked to output {idx} of node {src_id} "
+                            f"({src_class}), which is {returns[idx]}", **where)
 
 
 def _links_of(node: dict) -> list[str]:
@@ -337,12 +347,15 @@ def _call_node(cls: type, kwargs: dict) -> tuple[tuple, dict | None]:
 
 def run_workflow(workflow: dict, registry: Registry, *, overrides: dict[str, Any] | None = None,
                  frames: list[int] | None = None, progress: progress_mod.Progress | None = None,
-                 skip_complete: Callable[[str], bool] | None = None) -> RunResult:
+                 skip_complete: Callable[[str], bool] | None = None,
+                 keep_values: bool = False) -> RunResult:
     """Validate, then execute the output nodes and their ancestors.
 
     ``frames`` sets every node's ``frames`` input (the farm chunk). With
     ``skip_complete`` (a predicate "this file is already fully written"),
     frames whose every output is complete are not computed again.
+    ``keep_values`` returns every executed node's outputs in ``result.values``
+    (the Python API's tensors; off for the CLI, which needs only the files).
     """
     progress = progress or progress_mod.Progress()
     wf = apply_overrides(workflow, overrides)
@@ -375,4 +388,6 @@ def run_workflow(workflow: dict, registry: Registry, *, overrides: dict[str, Any
             result.outputs[nid] = ui
             result.written.extend(str(p) for p in ui.get("written", []))
         progress.update(int((index + 1) * 1000 / len(order)), 1000, node=node["class_type"])
+    if keep_values:
+        result.values = values
     return result

@@ -296,11 +296,12 @@ def validate_openjd(template: dict, template_dir: Path,
     """
     from openjd.model import (DecodeValidationError, create_job, decode_job_template,
                               preprocess_job_parameters)
+    template_dir = Path(template_dir).absolute()  # openjd wants it absolute (`--out job/` is relative)
     try:
         decoded = decode_job_template(template=template, supported_extensions=OPENJD_EXTENSIONS)
         param_values = preprocess_job_parameters(
             job_template=decoded, job_parameter_values=dict(values or {}),
-            job_template_dir=Path(template_dir), current_working_dir=Path(template_dir))
+            job_template_dir=template_dir, current_working_dir=template_dir)
         return create_job(job_template=decoded, job_parameter_values=param_values)
     except (DecodeValidationError, ValueError) as e:
         raise FarmExportError(f"Open Job Description rejected the template: {e}") from None
@@ -314,7 +315,7 @@ def openjd_chunks(job_model, step: str = "render") -> list[str]:
     return [str(task["Frame"].value) for task in it]
 
 
-def _dump(data: dict, path: Path) -> None:
+def write_job_file(data: dict, path: Path) -> None:
     """Write ``data`` as YAML (``.yaml``/``.yml``) or JSON, atomically."""
     with atomic_path(path) as tmp:
         if path.suffix in (".yaml", ".yml"):
@@ -362,9 +363,9 @@ def export_openjd(job: FarmJob, out_dir: str | Path, *, filename: str = "templat
     out_dir.mkdir(parents=True, exist_ok=True)
     _copy_graphs(job, out_dir)
     path = out_dir / filename
-    _dump(template, path)
+    write_job_file(template, path)
     # Deadline Cloud job bundles carry the submitted values next to the template.
-    _dump({"parameterValues": [{"name": "Frames", "value": job.frames},
+    write_job_file({"parameterValues": [{"name": "Frames", "value": job.frames},
                                {"name": "ChunkSize", "value": job.chunk}]},
           out_dir / ("parameter_values" + path.suffix))
     return path
@@ -397,7 +398,7 @@ def _is_contiguous(frames: list[int]) -> bool:
 
 
 @contextlib.contextmanager
-def _offline_outline_config(session_dir: Path):
+def offline_outline_config(session_dir: Path):
     """Point pyoutline's session folders at ``session_dir`` for the block.
 
     ``Outline.setup()`` (run by serialisation) writes a session folder; we
@@ -455,11 +456,11 @@ def opencue_outline(job: FarmJob, *, graph_path: str, train_path: str | None,
         cmd = [job.python] + _runner_args(job, train_path, None, "log")
         cmd += [a for k, v in job.set_args("train") for a in ("--set", f"{k}={v}")]
         # ShellCommand = one frame whatever the job's range: training runs once.
-        train = ShellCommand("train", command=_shell_join(cmd), service=service)
+        train = ShellCommand("train", command=shell_join(cmd), service=service)
         ol.add_layer(train)
     cmd = [job.python] + _runner_args(job, graph_path, frames_token, "log")
     cmd += [a for k, v in job.set_args("render") for a in ("--set", f"{k}={v}")]
-    render = Shell("render", command=_shell_join(cmd), range=cue_range, chunk=job.chunk,
+    render = Shell("render", command=shell_join(cmd), range=cue_range, chunk=job.chunk,
                    service=service)
     ol.add_layer(render)
     if train is not None:
@@ -475,7 +476,7 @@ def opencue_spec(job: FarmJob, **outline_kw) -> str:
     """
     session = Path(tempfile.mkdtemp(prefix="ll_outline_"))
     try:
-        with _offline_outline_config(session) as outline:
+        with offline_outline_config(session) as outline:
             import outline.cuerun
             ol = opencue_outline(job, **outline_kw)
             launcher = outline.cuerun.OutlineLauncher(ol, range=opencue_range(job.frame_list))
@@ -485,7 +486,7 @@ def opencue_spec(job: FarmJob, **outline_kw) -> str:
         shutil.rmtree(session, ignore_errors=True)
 
 
-def _shell_join(args: list[str]) -> str:
+def shell_join(args: list[str]) -> str:
     """Quote for the shell, but leave Cuebot's ``#TOKEN#`` words unquoted (readable)."""
     return " ".join(a if re.fullmatch(r"[#A-Z_\-]+", a) else shlex.quote(a) for a in args)
 
