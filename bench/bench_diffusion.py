@@ -80,6 +80,7 @@ def time_ours(handle, clip, x, m, samples: int, k: int, views: int) -> float:
 def time_reference(handle, clip, x, m, samples: int, k: int, views: int) -> float:
     """Seconds per step for all samples with the reference design (see module docstring)."""
     from livelayers.engine.diffusion import common, pixel
+    from livelayers.engine.text2live.losses import spherical_distance
     ts, abars, prevs = pixel.respaced_schedule(handle.scheduler, 100, (100 - k) / 100)
     text = clip.encode_text(["a red circle"])
     x0 = x * 2 - 1
@@ -100,7 +101,7 @@ def time_reference(handle, clip, x, m, samples: int, k: int, views: int) -> floa
             grad = torch.zeros_like(xg)
             for v in range(views):                 # views one at a time
                 view = common.augment_views(x_in, 2, gen)[1:] if v else x_in
-                d = common.spherical_distance(clip.encode_image(view), text).sum() * 1000 / views
+                d = spherical_distance(clip.encode_image(view), text).sum() * 1000 / views
                 grad += torch.autograd.grad(d, xg, retain_graph=v < views - 1)[0]
             mean, var = pixel.posterior(x0_hat, xt, a, ap)
             xt = pixel.blend_step(mean - var * grad + var ** 0.5 * torch.randn_like(xt), x0, m, ap,

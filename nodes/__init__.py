@@ -18,6 +18,8 @@ NODE_MODULES = (
     "atlas_nodes",
     "diffusion_nodes",
     "regions_nodes",
+    "stylise_nodes",
+    "video_nodes",
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}

@@ -12,6 +12,7 @@ import torch
 from livelayers.engine.diffusion import common, edit_region, pixel
 from livelayers.engine.diffusion.latent import latent_mask, shrink_schedule
 from livelayers.engine.errors import InputError, ModelNotFoundError
+from livelayers.engine.text2live import losses as L
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -119,9 +120,9 @@ def test_homography_maps_corners():
 
 def test_spherical_distance_known_values():
     a = torch.tensor([[1.0, 0.0]])
-    assert common.spherical_distance(a, a).item() == 0.0
+    assert L.spherical_distance(a, a).item() == 0.0
     b = torch.tensor([[0.0, 1.0]])                 # 90 degrees: 2·(π/4)² ... = 2·arcsin(√2/2)²
-    assert abs(common.spherical_distance(a, b).item() - 2 * (torch.pi / 4) ** 2) < 1e-6
+    assert abs(L.spherical_distance(a, b).item() - 2 * (torch.pi / 4) ** 2) < 1e-6
 
 
 def test_rank_orders_by_score():

@@ -97,11 +97,6 @@ def generators(seeds: list[int]) -> list[torch.Generator]:
 
 # ------------------------------------------------------------------ CLIP
 
-def spherical_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Squared great-circle distance of unit vectors, 2·arcsin(‖a−b‖/2)²: (N, D), (N|1, D) → (N,)."""
-    return (a - b).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
-
-
 def masked_for_clip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Grey out everything outside the mask: (N, 3, H, W) [0,1], (1|N, 1, H, W) → (N, 3, H, W).
 

@@ -98,14 +98,17 @@ def _unet_input(handle, z, mask_lat, masked_lat):
 
 
 def fine_tune_decoder(vae, z: torch.Tensor, target_fg: torch.Tensor, source: torch.Tensor,
-                      mask: torch.Tensor, steps: int, lr: float = 1e-4) -> torch.Tensor:
+                      mask: torch.Tensor, steps: int, lr: float = 1e-4,
+                      progress: Progress | None = None) -> torch.Tensor:
     """Per-image decoder fine-tune (the BLD background fix): a copy of the VAE's
     decoder learns to keep the generated foreground and reproduce the source
     background: loss = MSE(D(z)·m, target·m) + 100·MSE(D(z)·(1−m), source·(1−m)).
 
     z (1, 4, h, w); target_fg, source (1, 3, H, W) [0,1]; mask (1, 1, H, W).
-    Returns the fine-tuned decoder's image (1, 3, H, W).
+    Returns the fine-tuned decoder's image (1, 3, H, W). ``progress`` gets an
+    update per step (the Cancel point of this loop).
     """
+    progress = ensure(progress, NODE)
     dec = copy.deepcopy(vae).float()
     dec.requires_grad_(False)
     params = list(dec.decoder.parameters()) + list(dec.post_quant_conv.parameters())
@@ -113,7 +116,7 @@ def fine_tune_decoder(vae, z: torch.Tensor, target_fg: torch.Tensor, source: tor
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=lr)
     z = z.float()
-    for _ in range(steps):
+    for step in range(steps):
         with torch.enable_grad():
             out = decode(dec, z)
             loss = F.mse_loss(out * mask, target_fg * mask) + \
@@ -121,6 +124,7 @@ def fine_tune_decoder(vae, z: torch.Tensor, target_fg: torch.Tensor, source: tor
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        progress.update(step + 1, steps, loss=float(loss.detach()))
     with torch.no_grad():
         return decode(dec, z)
 
@@ -211,7 +215,7 @@ def blended_latent_diffusion(handle, clip, image: torch.Tensor, mask: torch.Tens
         images = generated
         if background_fix == "decoder":
             images = torch.cat([fine_tune_decoder(handle.vae, z[i:i + 1], generated[i:i + 1],
-                                                  image, mask, decoder_steps)
+                                                  image, mask, decoder_steps, progress=progress)
                                 for i in range(samples)])
     if clip is not None:
         scores = clip_similarity(clip, images, mask, clip.encode_text([prompt]))

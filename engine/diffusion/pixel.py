@@ -26,8 +26,8 @@ import torch
 
 from ..progress import Progress, ensure
 from .common import (EditResult, augment_views, check_inputs, check_settings, clip_similarity,
-                     feather_alpha, generators, make_result, paste, seeded_noise,
-                     spherical_distance)
+                     feather_alpha, generators, make_result, paste, seeded_noise)
+from ..text2live.losses import spherical_distance
 
 NODE = "LL_BlendedDiffusion"
 RANGE_WEIGHT = 50.0
