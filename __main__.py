@@ -94,7 +94,7 @@ def cmd_run(args) -> int:
     _install_signal_handlers()
     try:
         workflow = executor.load_workflow(args.graph)
-        overrides = dict(_override(o) for o in args.set or [])
+        overrides = dict(_override(o, workflow, NODE_CLASS_MAPPINGS) for o in args.set or [])
         frames = parse_frames(args.frames) if args.frames else None
     except (executor.WorkflowError, ValueError) as e:
         print(f"livelayers: {e}", file=sys.stderr)
@@ -144,9 +144,10 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _override(text: str):
+def _override(text: str, workflow: dict | None = None, registry: dict | None = None):
+    """``--set ID.input=value`` read as the input's declared type (a STRING stays text)."""
     from .engine.executor import parse_override
-    node_id, name, value = parse_override(text)
+    node_id, name, value = parse_override(text, workflow, registry)
     return f"{node_id}.{name}", value
 
 

@@ -309,14 +309,13 @@ class Graph:
         self.set(target, self.parse_text(target, text))
 
     def parse_text(self, target: str, text: str) -> Any:
-        """Command-line text as the value ``target`` takes: the runner's parse
-        (JSON when it parses), except that a text input keeps the text as typed
-        (``--set 3.prompt=1`` is the prompt "1")."""
+        """Command-line text as the value ``target`` takes, by its declared type:
+        the runner's own ``--set`` parse (``executor.coerce_text``): a text input
+        keeps the text as typed (``--set 3.prompt=1`` is the prompt "1"), a
+        number or true/false that is not one is a ``WorkflowError`` now."""
         node_id, name = self.resolve(target)
-        value = executor.parse_override(f"{node_id}.{name}={text}")[2]
-        typ = self.input_type(target)
-        is_text = typ == "STRING" or (isinstance(typ, (list, tuple)) and text in typ)
-        return text if is_text and not isinstance(value, str) else value
+        return executor.coerce_text(node_id, self.workflow[node_id]["class_type"], name, text,
+                                    self.registry)
 
     def get(self, target: str) -> Any:
         node_id, name = self.resolve(target)

@@ -110,7 +110,12 @@ def _expand(graph: Graph, target: str, raw: Any) -> list:
             return values
     values = []
     for item in raw.split("|"):
-        value = graph.parse_text(target, item)
+        try:
+            value = graph.parse_text(target, item)
+        except WorkflowError:  # not one integer: maybe a range, below
+            if graph.input_type(target) != "INT":
+                raise
+            value = None
         if graph.input_type(target) == "INT" and not isinstance(value, int):
             try:
                 values.extend(parse_frames(item.strip()))

@@ -8,7 +8,11 @@ It follows ComfyUI's classic contract (INPUT_TYPES, RETURN_TYPES, FUNCTION,
 OUTPUT_NODE, VALIDATE_INPUTS) and its rules: required inputs must be present,
 only output nodes and their ancestors run, in dependency order. Everything is
 validated before anything runs, and the first problem found is reported as one
-``WorkflowError`` naming the node id, its class and the input.
+``WorkflowError`` naming the node id, its class and the input. Nodes add their
+own rules through two optional classmethods: ``LL_VALIDATE(inputs, linked)``
+(literal inputs, names of the linked ones: cross-input rules, output paths)
+and ``LL_VALIDATE_FILES(inputs)`` (what must be on disk), each raising
+``InputError``.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import progress as progress_mod
-from .errors import LiveLayersError
+from .errors import InputError, LiveLayersError
 from .frames import format_frames
 
 Registry = dict[str, type]
@@ -73,17 +77,85 @@ def load_workflow(path: str | Path) -> dict:
     return data
 
 
-def parse_override(text: str) -> tuple[str, str, Any]:
-    """``"12.steps=200"`` → ("12", "steps", 200). Values parse as JSON when they can."""
+def parse_override(text: str, workflow: dict | None = None,
+                   registry: Registry | None = None) -> tuple[str, str, Any]:
+    """``"12.steps=200"`` → ("12", "steps", 200).
+
+    With ``workflow`` and ``registry`` the value is read as the input's
+    declared type (``coerce_text``): a STRING input keeps the text as typed
+    ("5" stays "5"), INT/FLOAT/BOOLEAN are converted or refused in one line.
+    Without them (the node is unknown yet) values parse as JSON when they can.
+    """
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise WorkflowError(f"--set {text!r} must look like NODE_ID.input=value")
     target, raw = text.split("=", 1)
     node_id, input_name = target.split(".", 1)
+    node = (workflow or {}).get(node_id)
+    if registry is not None and isinstance(node, dict) and node.get("class_type") in registry:
+        return node_id, input_name, coerce_text(node_id, node["class_type"], input_name, raw,
+                                                registry)
+    return node_id, input_name, _json_or_text(raw)
+
+
+def _json_or_text(raw: str) -> Any:
     try:
-        value = json.loads(raw)
+        return json.loads(raw)
     except json.JSONDecodeError:
-        value = raw
-    return node_id, input_name, value
+        return raw
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def coerce_text(node_id: str, class_type: str, name: str, text: str, registry: Registry) -> Any:
+    """Command-line text as the value the input's declared type takes.
+
+    STRING: the text as typed. INT / FLOAT: the number (``WorkflowError`` if it
+    is not one). BOOLEAN: true/false (also 1/0, yes/no, on/off). A combo: the
+    choice whose text it is. A JSON link ``["4", 0]`` for any input but STRING
+    (whose text is always kept). Ranges are checked afterwards by validation,
+    as for any value. This is the one parse of typed text: the runner's
+    ``--set``, ``Graph.set_text``/``parse_text``, wedges and farm exports use it.
+    """
+    specs = _input_specs(registry[class_type])
+    where = dict(node_id=node_id, class_type=class_type, input_name=name)
+    if name not in specs or specs[name][0] == "hidden":
+        raise WorkflowError(f"is not an input of {class_type}; its inputs are: "
+                            f"{', '.join(n for n, s in specs.items() if s[0] != 'hidden')}", **where)
+    typ = specs[name][1]
+    if isinstance(typ, (list, tuple)):  # combo: the choice with this text
+        for choice in typ:
+            if str(choice) == text or (not isinstance(choice, str) and _json_or_text(text) == choice):
+                return choice
+        raise WorkflowError(f"value {text!r} is not one of {list(typ)}", **where)
+    if typ == "STRING":
+        return text
+    link = _json_or_text(text)
+    if _is_link(link):  # a widget input converted to a socket takes a link too
+        return link
+    stripped = text.strip()
+    if typ == "INT":
+        try:
+            return int(stripped)
+        except ValueError:
+            raise WorkflowError(f"value {text!r} is not an integer; allowed: a whole "
+                                "number like 200", **where) from None
+    if typ == "FLOAT":
+        try:
+            value = float(stripped)
+        except ValueError:
+            value = None
+        if value is None or value != value or value in (float("inf"), float("-inf")):
+            raise WorkflowError(f"value {text!r} is not a number; allowed: a finite "
+                                "number like 0.5", **where)
+        return value
+    if typ == "BOOLEAN":
+        if stripped.lower() in _TRUE + _FALSE:
+            return stripped.lower() in _TRUE
+        raise WorkflowError(f"value {text!r} is not true/false; allowed: true, false "
+                            "(or 1/0, yes/no, on/off)", **where)
+    raise WorkflowError(f"is a {typ} input, which takes a link from another node, not the "
+                        f"value {text!r}; allowed: a link like [\"4\", 0]", **where)
 
 
 def apply_overrides(workflow: dict, overrides: dict[str, Any] | None) -> dict:
@@ -166,7 +238,9 @@ def validate_workflow(workflow: dict, registry: Registry) -> list[str]:
     Raises ``WorkflowError`` for: an unknown class, a missing required input,
     an unknown input name, a value of the wrong type or out of range, a link
     to a missing node or output, a link whose types do not match, a cycle,
-    a failing ``VALIDATE_INPUTS``, or no output node at all.
+    a failing ``VALIDATE_INPUTS`` or ``LL_VALIDATE`` (a node's own cross-input,
+    path and pattern rules), or no output node at all. What is on disk is
+    ``check_files``' (``run_workflow`` makes both checks before any node runs).
     """
     if not isinstance(workflow, dict) or not workflow:
         raise WorkflowError("the workflow is empty")
@@ -206,6 +280,34 @@ def _validate_node(node_id: str, node: Any, workflow: dict, registry: Registry) 
         verdict = validate(**args)
         if verdict is not True:
             raise WorkflowError(str(verdict), node_id, class_type)
+    linked = frozenset(name for name, value in inputs.items() if _is_link(value))
+    _node_hook(cls, "LL_VALIDATE", node_id, class_type, literals, linked)
+
+
+def _node_hook(cls: type, hook: str, node_id: str, class_type: str, *args) -> None:
+    """Call a node's own check (``LL_VALIDATE(inputs, linked)``: cross-input
+    rules, paths and patterns; ``LL_VALIDATE_FILES(inputs)``: what is on disk),
+    turning its ``InputError`` into the runner's one-line ``WorkflowError``."""
+    check = getattr(cls, hook, None)
+    if check is None:
+        return
+    try:
+        check(*args)
+    except InputError as e:
+        problem = f"{e.problem}; allowed: {e.allowed}" if e.allowed else e.problem
+        raise WorkflowError(problem, node_id, class_type, e.input_name) from None
+
+
+def check_files(workflow: dict, registry: Registry, order: list[str]) -> None:
+    """The checks that read the disk (a sequence's frames exist), for the nodes
+    about to run; made just before the first one runs. Kept out of
+    ``validate_workflow`` because a graph may be validated (saved, exported to a
+    farm) before the files it reads are written."""
+    for nid in order:
+        node = workflow[nid]
+        literals = {k: v for k, v in (node.get("inputs") or {}).items() if not _is_link(v)}
+        _node_hook(registry[node["class_type"]], "LL_VALIDATE_FILES", nid, node["class_type"],
+                   literals)
 
 
 def validate_input(node_id: str, class_type: str, name: str, value: Any, workflow: dict,
@@ -360,6 +462,9 @@ def run_workflow(workflow: dict, registry: Registry, *, overrides: dict[str, Any
     progress = progress or progress_mod.Progress()
     wf = apply_overrides(workflow, overrides)
     result = RunResult()
+    # Everything knowable is checked for the whole range before any frame is skipped or run.
+    full = set_frames(wf, registry, frames) if frames is not None else wf
+    check_files(full, registry, validate_workflow(full, registry))
     if frames is not None:
         if skip_complete is not None:
             frames, result.skipped_frames = frames_to_run(wf, registry, frames, skip_complete)

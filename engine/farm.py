@@ -156,11 +156,11 @@ def _validate_with_registry(job: FarmJob, registry: dict[str, type]) -> None:
     from .executor import WorkflowError, apply_overrides, parse_override, validate_workflow
     for step, wf in job.workflows.items():
         sets = {}
-        for key, value in job.set_args(step):
-            node, name, parsed = parse_override(f"{key}={value}")
-            sets[f"{node}.{name}"] = parsed
         path = job.graph if step == "render" else job.train_graph
         try:
+            for key, value in job.set_args(step):  # as the runner will read them: by type
+                node, name, parsed = parse_override(f"{key}={value}", wf, registry)
+                sets[f"{node}.{name}"] = parsed
             validate_workflow(apply_overrides(wf, sets), registry)
         except WorkflowError as e:
             raise FarmExportError(f"{path}: {e}") from None

@@ -19,9 +19,12 @@ from ..engine.errors import CorruptFileError, InputError
 from ..engine.io import colour as io_colour
 from ..engine.io import (COMPRESSIONS, MissingFramesError, PlateInfo, load_image, over,
                          resolve_files)
-from ..engine.io.save import expected_outputs, parse_metadata, save_edit_exr
+from ..engine.frames import parse_frames
+from ..engine.io.save import (LAYER_INPUTS, LOSSY_COMPRESSIONS, expected_outputs, parse_metadata,
+                              save_edit_exr)
+from ..engine.io.sequence import parse_pattern
 from ._convert import image_to_nchw, mask_to_n1hw, n1hw_to_mask, nchw_to_image
-from ._runtime import comfy_dir, resolve_path
+from ._runtime import animated_preview, comfy_dir, resolve_path
 
 CATEGORY = "LiveLayers/io"
 
@@ -155,6 +158,24 @@ class LL_LoadImage:
             st = os.stat(p)
             h.update(f"{p}:{st.st_size}:{st.st_mtime_ns};".encode())
         return h.hexdigest()
+
+    @classmethod
+    def LL_VALIDATE_FILES(cls, inputs: dict) -> None:
+        """Before any node runs: every frame the range names is on disk (a still
+        serves every frame), so a bad range is refused before hours of work."""
+        path, image = inputs.get("path", ""), inputs.get("image", PICK_NONE)
+        if not isinstance(path, str) or not isinstance(image, str):
+            return
+        frames = inputs.get("frames", "")
+        try:
+            resolve_files(_source(path, image, cls.__name__), frames if isinstance(frames, str) else "")
+        except MissingFramesError as e:
+            what = "path" if path.strip() else "image"
+            raise InputError(cls.__name__, "frames" if e.missing else what, str(e),
+                             "frames that exist on disk (check the pattern and --frames)") from e
+        except ValueError as e:  # a bad frame expression or pattern
+            raise InputError(cls.__name__, "frames" if "frame range" in str(e) else "path",
+                             str(e)) from e
 
     def load(self, path, frames="", colourspace="auto", layer="", image=PICK_NONE):
         node = type(self).__name__
@@ -319,6 +340,26 @@ class LL_SaveEXR:
             return []
         return [str(p) for p in expected_outputs(resolve_path(path, "output"), frames)]
 
+    @classmethod
+    def LL_VALIDATE(cls, inputs: dict, linked: frozenset) -> None:
+        """Before any node runs: the path is an .exr file or pattern, several
+        frames need a frame token, edit_image and edit_alpha come together, and
+        lossy compression is not asked of data layers."""
+        node = cls.__name__
+        for a, b in (("edit_image", "edit_alpha"), ("edit_alpha", "edit_image")):
+            if a in linked and b not in linked:
+                raise InputError(node, b, f"is not connected while '{a}' is",
+                                 "edit_image and edit_alpha together (straight colour + alpha)")
+        compression = inputs.get("compression", "zip")
+        data = [k for k in sorted(linked) if LAYER_INPUTS.get(k, ("", ""))[1] == "data"]
+        if isinstance(compression, str) and compression.lower() in LOSSY_COMPRESSIONS and data:
+            raise InputError(node, "compression", f"is {compression} (lossy) but data layers are "
+                             f"connected ({', '.join(data)})",
+                             "zip, piz, zips, rle or none when data layers are saved")
+        path, frames = inputs.get("path"), inputs.get("frames", "")
+        if isinstance(path, str):
+            _check_output_path(node, path, frames if isinstance(frames, str) else "")
+
     def save(self, path, edit_image=None, edit_alpha=None, source=None, composite=None, alpha=None,
              relevancy=None, greenscreen=None, uv_fg=None, uv_bg=None, atlas=None, plate=None,
              frames="", compression="zip", colourspace="auto", colour_depth="half",
@@ -341,11 +382,30 @@ class LL_SaveEXR:
                               keep_nonnegative=bool(keep_nonnegative), colour_depth=colour_depth,
                               edit_layer=edit_layer, node=node)
         text = [str(p) for p in paths]
-        ui = {"images": _previews(tensors), "text": text, "written": text}
+        ui = {**_preview_ui(tensors), "text": text, "written": text}
         files = _output_files(paths)
         if files:  # inside ComfyUI: what a client fetches through /view?type=output
             ui["exr"] = files
         return {"ui": ui, "result": ("\n".join(text),)}
+
+
+def _check_output_path(node: str, path: str, frames: str) -> None:
+    """An .exr path or pattern, with a frame token when ``frames`` names several frames."""
+    text = path.strip()
+    if not text:
+        raise InputError(node, "path", "is empty", "a file or pattern like out/edit.####.exr")
+    if Path(text).suffix.lower() != ".exr":
+        raise InputError(node, "path", f"is {text!r}, which does not end in .exr",
+                         "a file or pattern ending in .exr, like out/edit.####.exr")
+    try:
+        pattern = parse_pattern(text)
+        numbers = parse_frames(frames)
+    except ValueError as e:
+        raise InputError(node, "frames" if "frame range" in str(e) else "path", str(e)) from e
+    if numbers and len(numbers) > 1 and not pattern.is_sequence:
+        raise InputError(node, "path", f"is {text!r}, which has no frame token, but 'frames' "
+                         f"names {len(numbers)} frames ({frames})",
+                         "a pattern with #### (or %04d, @@@@) for several frames")
 
 
 def _output_files(paths) -> list[dict]:
@@ -451,29 +511,31 @@ def _provenance(meta: dict, edit_prompt: str, seed: int, prompt, extra_pnginfo,
     return meta
 
 
-def _previews(tensors: dict[str, torch.Tensor], limit: int = 16) -> list[dict]:
-    """PNG previews in ComfyUI's temp folder (none headless)."""
+def _preview_ui(tensors: dict[str, torch.Tensor]) -> dict:
+    """What ComfyUI shows under the node (nothing headless): a sequence plays
+    as one animated WEBP of what was saved, a single frame is a PNG."""
     temp = comfy_dir("temp")
-    if temp is None:
-        return []
-    if "composite" in tensors:
-        shown = tensors["composite"]
-    elif "edit_image" in tensors:
-        bg = tensors.get("source", torch.full_like(tensors["edit_image"], 0.5))
-        shown = over(tensors["edit_image"], tensors["edit_alpha"], bg)
-    else:
-        shown = next((tensors[k] for k in _IMAGE_LAYERS if k in tensors), None)
-    if shown is None:
-        return []
+    shown = _shown(tensors)
+    if temp is None or shown is None:
+        return {"images": []}
+    if shown.shape[0] > 1:
+        return animated_preview(shown)
     import OpenImageIO as oiio
-    entries = []
-    stamp = hashlib.sha1(os.urandom(8)).hexdigest()[:10]
-    for i, frame in enumerate(shown[:limit]):
-        name = f"livelayers_{stamp}_{i:04d}.png"
-        pixels = np.ascontiguousarray(frame.clamp(0, 1).permute(1, 2, 0).cpu().numpy())  # display only
-        oiio.ImageBuf(pixels).write(str(Path(temp) / name), "uint8")
-        entries.append({"filename": name, "subfolder": "", "type": "temp"})
-    return entries
+    name = f"livelayers_{hashlib.sha1(os.urandom(8)).hexdigest()[:10]}.png"
+    pixels = np.ascontiguousarray(shown[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy())  # display only
+    oiio.ImageBuf(pixels).write(str(Path(temp) / name), "uint8")
+    return {"images": [{"filename": name, "subfolder": "", "type": "temp"}]}
+
+
+def _shown(tensors: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The frames a preview shows (N, 3, H, W): the composite, else the edit
+    over its source (or grey), else the first image layer."""
+    if "composite" in tensors:
+        return tensors["composite"]
+    if "edit_image" in tensors:
+        bg = tensors.get("source", torch.full_like(tensors["edit_image"], 0.5))
+        return over(tensors["edit_image"], tensors["edit_alpha"], bg)
+    return next((tensors[k] for k in _IMAGE_LAYERS if k in tensors), None)
 
 
 NODE_CLASS_MAPPINGS = {"LL_LoadImage": LL_LoadImage, "LL_Composite": LL_Composite, "LL_SaveEXR": LL_SaveEXR}

@@ -152,6 +152,53 @@ def test_overrides_change_inputs_and_reject_unknown_nodes():
     assert executor.parse_override("3.text=a red circle") == ("3", "text", "a red circle")
 
 
+class Typed:
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"text": ("STRING", {}), "n": ("INT", {"min": 0}),
+                             "x": ("FLOAT", {}), "on": ("BOOLEAN", {}),
+                             "mode": (["plain", "double"],), "size": ([64, 128],),
+                             "value": ("INT", {})}}
+
+
+@pytest.mark.parametrize("text, name, want", [
+    ("5", "text", "5"), ("true", "text", "true"), ('["1", 0]', "text", '["1", 0]'),
+    ("a red circle", "text", "a red circle"), ("200", "n", 200), (" -3 ", "n", -3),
+    ("2", "x", 2.0), ("0.25", "x", 0.25), ("true", "on", True), ("No", "on", False),
+    ("1", "on", True), ("double", "mode", "double"), ("128", "size", 128),
+    ('["1", 0]', "value", ["1", 0]),
+])
+def test_set_text_is_read_by_the_inputs_declared_type(text, name, want):
+    wf = {"3": {"class_type": "Typed", "inputs": {}}, "1": {"class_type": "Number", "inputs": {}}}
+    reg = dict(REGISTRY, Typed=Typed)
+    got = executor.parse_override(f"3.{name}={text}", wf, reg)[2]
+    assert got == want and type(got) is type(want)
+    from livelayers.graph import Graph  # the Python API reads text with the same function
+    assert Graph(wf, registry=reg).parse_text(f"3.{name}", text) == want
+
+
+@pytest.mark.parametrize("text, name, fragments", [
+    ("five", "n", ["input 'n'", "not an integer", "allowed: "]),
+    ("2.5", "n", ["input 'n'", "not an integer"]),
+    ("nan", "x", ["input 'x'", "not a number", "allowed: a finite number"]),
+    ("maybe", "on", ["input 'on'", "not true/false", "allowed: true, false"]),
+    ("triple", "mode", ["input 'mode'", "not one of ['plain', 'double']"]),
+    ("1", "bogus", ["input 'bogus'", "is not an input of Typed"]),
+])
+def test_set_text_that_the_type_cannot_take_is_one_line_naming_node_and_input(text, name,
+                                                                              fragments):
+    wf = {"3": {"class_type": "Typed", "inputs": {}}}
+    with pytest.raises(WorkflowError) as err:
+        executor.parse_override(f"3.{name}={text}", wf, dict(REGISTRY, Typed=Typed))
+    message = str(err.value)
+    assert message.startswith("node 3 (Typed) input ") and "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
 def test_frames_set_every_frames_input_and_skip_complete_ones():
     done = {"out/x.2.exr"}
     result = run_workflow(graph(), REGISTRY, frames=[1, 2, 3], skip_complete=lambda p: p in done)

@@ -238,7 +238,9 @@ def test_registry_validation_before_export(graphs):
 
     registry = {"LL_Fake": LL_Fake, "LL_FakeSave": LL_FakeSave}
     farm.make_job(graphs[0], "1-4", 2, registry=registry)            # valid: no error
-    with pytest.raises(farm.FarmExportError, match=r"graph.json: node 1 \(LL_Fake\) input 'prompt'"):
-        farm.make_job(graphs[0], "1-4", 2, overrides={"1.prompt": "5"}, registry=registry)
+    # --set is read by the input's declared type, as the runner reads it: a STRING stays text
+    farm.make_job(graphs[0], "1-4", 2, overrides={"1.prompt": "5"}, registry=registry)
+    with pytest.raises(farm.FarmExportError, match=r"graph.json: node 1 \(LL_Fake\) input 'bogus'"):
+        farm.make_job(graphs[0], "1-4", 2, overrides={"1.bogus": "5"}, registry=registry)
     with pytest.raises(farm.FarmExportError, match=r"train.json: node 7 .*unknown node class"):
         farm.make_job(graphs[0], "1-4", 2, train_graph=graphs[1], registry=registry)

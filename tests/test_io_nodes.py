@@ -187,7 +187,7 @@ def test_output_paths_and_completeness_for_farm_retries(tmp_path):
 
 def test_inside_comfyui_paths_use_its_folders_and_previews_are_pngs(tmp_path, monkeypatch):
     """A stand-in ``folder_paths`` module: relative paths go to ComfyUI's output
-    folder and the UI gets one PNG preview per frame in its temp folder."""
+    folder; the UI gets an animated WEBP of a sequence (a PNG of a still) in its temp folder."""
     import sys
     import types
     fake = types.ModuleType("folder_paths")
@@ -199,9 +199,15 @@ def test_inside_comfyui_paths_use_its_folders_and_previews_are_pngs(tmp_path, mo
     out = LL_SaveEXR().save("shot/e.####.exr", edit_image=edit, edit_alpha=alpha, source=edit)
     assert out["ui"]["text"] == [str(tmp_path / "output/shot" / f"e.000{f}.exr") for f in (1, 2)]
     assert LL_SaveEXR.LL_OUTPUT_PATHS(path="shot/e.####.exr", frames="1-2") == out["ui"]["text"]
-    previews = out["ui"]["images"]
-    assert len(previews) == 2 and all(p["type"] == "temp" for p in previews)
-    png = oiio.ImageInput.open(str(tmp_path / "temp" / previews[0]["filename"]))
+    (preview,) = out["ui"]["images"]          # a sequence plays as one animation
+    assert out["ui"]["animated"] == (True,) and preview["type"] == "temp"
+    from PIL import Image
+    webp = Image.open(tmp_path / "temp" / preview["filename"])
+    assert webp.format == "WEBP" and webp.n_frames == 2 and webp.size == (8, 8)
+    one = LL_SaveEXR().save("shot/one.exr", edit_image=edit[:1], edit_alpha=alpha[:1], source=edit[:1])
+    (still,) = one["ui"]["images"]            # a single frame is a PNG
+    assert "animated" not in one["ui"]
+    png = oiio.ImageInput.open(str(tmp_path / "temp" / still["filename"]))
     assert png.spec().width == 8 and png.format_name() == "png"
     png.close()
 

@@ -90,7 +90,7 @@ def _apply_sets(panel, sets: list[str]) -> None:
     from ..engine.executor import apply_overrides, parse_override
     overrides = {}
     for text in sets:
-        node_id, name, value = parse_override(text)
+        node_id, name, value = parse_override(text, panel.workflow, panel.registry)  # typed like the runner
         overrides[f"{node_id}.{name}"] = value
     panel.set_workflow(apply_overrides(panel.workflow, overrides), panel.path)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -53,10 +54,10 @@ def frame_numbers(frames: str, n: int, plate: PlateInfo | None, node: str) -> li
         if plate is not None and plate.frames and len(plate.frames) == n:
             return list(plate.frames)
         return list(range(1, n + 1))
-    if len(parsed) != n:
+    if len(parsed) != n and n != 1:  # a batch of 1 (a still) is written to every frame named
         raise InputError(node, "frames", f"names {len(parsed)} frames ({format_frames(parsed)}) "
                          f"but the inputs hold {n}", f"exactly {n} frame numbers, or '' for "
-                         "the plate's frames / 1..N")
+                         "the plate's frames / 1..N (a batch of 1 serves any number)")
     return parsed
 
 
@@ -104,7 +105,8 @@ def save_edit_exr(path: str | os.PathLike, inputs: dict[str, torch.Tensor | None
             composite, greenscreen, atlas (N,3,H,W) colour; alpha, relevancy
             (N,1,H,W) and uv_fg, uv_bg (N,C,H,W) data. None = not connected.
         plate: windows, frame numbers and colour space of the source plate.
-        frames: OpenJD range naming the N frames ("" = plate frames or 1..N).
+        frames: OpenJD range naming the N frames ("" = plate frames or 1..N);
+            with N = 1 it may name any number: the still is written to each.
         colourspace: scene-linear output space, or "auto" (plate's if linear).
         edit_layer: the name of the layer holding edit_image/edit_alpha
             ("edit", or "stylised" for a stylised object layer); either one
@@ -140,6 +142,9 @@ def save_edit_exr(path: str | os.PathLike, inputs: dict[str, torch.Tensor | None
     except ValueError as e:
         raise InputError(node, "path", str(e), "a pattern with #### (or %04d, @@@@) for several frames") from e
     layers, solve = _layers(given, space, keep_nonnegative, edit_layer)
+    if len(numbers) != n:  # a still held over a frame range (views: computed once, no copies)
+        layers = {k: replace(s, pixels=s.pixels.expand(len(numbers), *s.pixels.shape[1:]))
+                  for k, s in layers.items()}
     meta = {"edit_solve": solve, "output_colourspace": space, **(metadata or {})}
     if plate is not None:
         meta.setdefault("source_plate", plate.pattern or (plate.paths[0] if plate.paths else ""))
