@@ -102,9 +102,13 @@ def cmd_run(args) -> int:
     progress, close = _terminal_progress(args.progress)
     started = time.time()
     try:
+        skip = None if args.force else _current_frames(
+            executor.apply_overrides(workflow, overrides), NODE_CLASS_MAPPINGS)
         result = executor.run_workflow(workflow, NODE_CLASS_MAPPINGS, overrides=overrides,
-                                       frames=frames, progress=progress,
-                                       skip_complete=None if args.force else exr_is_complete)
+                                       frames=frames, progress=progress, skip_complete=skip)
+    except executor.NodeFailed as e:  # a node's own bug or a library's error: exit 1
+        close()
+        return report_failure(e, getattr(args, "debug", False))
     except executor.WorkflowError as e:
         close()
         print(f"livelayers: {e}", file=sys.stderr)
@@ -122,11 +126,12 @@ def cmd_run(args) -> int:
         if isinstance(e, LiveLayersError):
             print(f"livelayers: {e}", file=sys.stderr)
             return 1
-        raise
+        return report_failure(e, getattr(args, "debug", False))
     close()
     if result.skipped_frames:
         from .engine.frames import format_frames
-        print(f"livelayers: frames {format_frames(result.skipped_frames)} already written, skipped",
+        print(f"livelayers: frames {format_frames(result.skipped_frames)} already written by "
+              "this job, skipped",
               file=sys.stderr)
     for path in result.written:
         print(path)
@@ -142,6 +147,43 @@ def cmd_run(args) -> int:
         return 1
     print(f"livelayers: done in {time.time() - started:.1f} s", file=sys.stderr)
     return 0
+
+
+def _current_frames(workflow: dict, registry: dict):
+    """The runner's retry predicate: an output counts as done only when it is complete
+    and its header provenance is this job's; a file left by another job is said so."""
+    from .engine import provenance
+
+    def is_done(path: str) -> bool:
+        state = provenance.output_state(path, workflow, registry)
+        if state in (provenance.STALE, provenance.NO_PROVENANCE):
+            why = ("was made by a different job (its livelayers/api_workflow header differs: "
+                   "another prompt, seed or input)" if state == provenance.STALE
+                   else "has no livelayers/api_workflow header")
+            print(f"livelayers: {path} {why}: rendering it again", file=sys.stderr, flush=True)
+        elif state == provenance.INCOMPLETE:
+            print(f"livelayers: {path} is incomplete: rendering it again", file=sys.stderr,
+                  flush=True)
+        return state == provenance.CURRENT
+    return is_done
+
+
+def report_failure(error: BaseException, debug: bool = False, hint: bool = True) -> int:
+    """An unexpected exception as one line (``livelayers: node 3 (LL_X) failed:
+    RuntimeError: …``) and, for commands that have ``--debug``, a hint to use it;
+    with ``--debug`` the traceback first. Exit status 1."""
+    import traceback
+
+    from .engine.executor import NodeFailed
+    if debug:
+        cause = error.exc if isinstance(error, NodeFailed) else error
+        traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
+    line = str(error) if isinstance(error, NodeFailed) else (
+        f"failed: {type(error).__name__}: {error}")
+    print(f"livelayers: {line}", file=sys.stderr)
+    if hint and not debug:
+        print("livelayers: run again with --debug to see the traceback", file=sys.stderr)
+    return 1
 
 
 def _override(text: str, workflow: dict | None = None, registry: dict | None = None):
@@ -166,7 +208,7 @@ def cmd_demo(args) -> int:
         if node.get("class_type") == "LL_SaveEXR":
             sets.append(f"{node_id}.path={out / 'demo.####.exr'}")
     ns = argparse.Namespace(graph=str(graph), set=sets, frames=None, offline=True,
-                            progress=args.progress, force=True)
+                            progress=args.progress, force=True, debug=args.debug)
     return cmd_run(ns)
 
 
@@ -189,11 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
                      default="auto", help="progress display (openjd: openjd_progress lines)")
     run.add_argument("--force", action="store_true",
                      help="recompute frames whose outputs already exist and are complete")
+    run.add_argument("--debug", action="store_true",
+                     help="on a failure, print the Python traceback too")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="run the bundled demo graph offline on the toy models")
     demo.add_argument("--out", default="out/demo", help="folder for the layered EXR")
     demo.add_argument("--progress", choices=["auto", "bar", "log", "none"], default="auto")
+    demo.add_argument("--debug", action="store_true",
+                      help="on a failure, print the Python traceback too")
     demo.set_defaults(func=cmd_demo)
 
     for hook in _cli_hooks():
@@ -240,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as e:  # whatever a command did not expect: one line, never a traceback
+        return report_failure(e, getattr(args, "debug", False), hint=hasattr(args, "debug"))
 
 
 if __name__ == "__main__":

@@ -268,25 +268,9 @@ class Wedge:
     def is_complete(self, v: Variant) -> bool:
         """Every output is there, complete, and (EXRs) was made by exactly this
         variant's graph: the provenance LL_SaveEXR stores in the header."""
-        from .engine.io import exr_is_complete, read_exr_header
+        from .engine.provenance import is_current  # the runner's own retry check
         paths = self.outputs(v)
-        if not paths:
-            return False
-        want = _canonical(v.workflow)
-        for p in paths:
-            if Path(p).suffix.lower() != ".exr":
-                if not Path(p).is_file():
-                    return False
-                continue
-            if not exr_is_complete(p):
-                return False
-            stored = read_exr_header(p).get("livelayers/api_workflow")
-            try:
-                if stored is None or json.loads(stored) != want:
-                    return False
-            except json.JSONDecodeError:
-                return False
-        return True
+        return bool(paths) and all(is_current(p, v.workflow, self.registry) for p in paths)
 
     # -- running
 

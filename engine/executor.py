@@ -47,6 +47,20 @@ class WorkflowError(LiveLayersError, ValueError):
         super().__init__(f"{' '.join(where)}: {message}" if where else message)
 
 
+class NodeFailed(WorkflowError):
+    """A node raised an exception that is not one of ours (a bug, a library error).
+
+    Reads ``node 3 (LL_Text2LIVE) failed: RuntimeError: message``; the original
+    exception is ``exc`` (and ``__cause__``, so a ``--debug`` run can show its traceback).
+    """
+
+    def __init__(self, node_id: str, class_type: str, exc: BaseException):
+        self.exc = exc
+        LiveLayersError.__init__(self, f"node {node_id} ({class_type}) failed: "
+                                       f"{type(exc).__name__}: {exc}")
+        self.node_id, self.class_type, self.input_name = node_id, class_type, None
+
+
 @dataclass
 class RunResult:
     outputs: dict[str, dict] = field(default_factory=dict)  # output node id -> its "ui" dict
@@ -487,7 +501,7 @@ def run_workflow(workflow: dict, registry: Registry, *, overrides: dict[str, Any
             except LiveLayersError:
                 raise
             except Exception as e:
-                raise WorkflowError(f"failed: {type(e).__name__}: {e}", nid, node["class_type"]) from e
+                raise NodeFailed(nid, node["class_type"], e) from e
         result.executed.append(nid)
         if ui is not None:
             result.outputs[nid] = ui

@@ -133,6 +133,8 @@ def make_job(graph: str | Path, frames: str, chunk: int = 10, *,
     _check_overrides(job)
     if registry is not None:
         _validate_with_registry(job, registry)
+        _check_render_trains_nothing(job, registry)
+        _check_render_frames_on_disk(job, registry)
     job.name = name or f"livelayers-{job.graph.stem}"
     return job
 
@@ -164,6 +166,71 @@ def _validate_with_registry(job: FarmJob, registry: dict[str, type]) -> None:
             validate_workflow(apply_overrides(wf, sets), registry)
         except WorkflowError as e:
             raise FarmExportError(f"{path}: {e}") from None
+
+
+def _render_graph(job: FarmJob, registry: dict[str, type]) -> tuple[dict, list[str]]:
+    """The render graph as one chunk-less run of the whole range sees it, and the ids it runs."""
+    from .executor import (apply_overrides, parse_override, set_frames,
+                           validate_workflow)
+    wf = job.workflows["render"]
+    sets = {}
+    for key, value in job.set_args("render"):
+        node, name, parsed = parse_override(f"{key}={value}", wf, registry)
+        sets[f"{node}.{name}"] = parsed
+    wf = set_frames(apply_overrides(wf, sets), registry, job.frame_list)
+    return wf, validate_workflow(wf, registry)
+
+
+def _check_render_trains_nothing(job: FarmJob, registry: dict[str, type]) -> None:
+    """A trainer (``LL_TRAINS``) in the render step would train again in every chunk, all
+    into the same run folder and output files: refused when the job has several chunks.
+    The training belongs in the train graph; the render graph loads what it wrote."""
+    if len(job.frame_list) <= job.chunk:
+        return  # one task: it trains once
+    wf, order = _render_graph(job, registry)
+    for nid in order:
+        class_type = wf[nid]["class_type"]
+        if not getattr(registry[class_type], "LL_TRAINS", False):
+            continue
+        fix = ("move the training into the --train-graph and load its result in the render "
+               "graph (LL_LoadAtlas, LL_LoadGenerator, LL_LoadImage of the run_dir file)"
+               if job.train_graph else
+               "export the train/render pair: the render graph that loads the trained result "
+               "plus --train-graph with the graph that trains (e.g. examples/atlas_render.json "
+               "--train-graph examples/atlas.json; see docs/farm.md)")
+        raise FarmExportError(
+            f"{job.graph}: node {nid} ({class_type}) trains, so each of the "
+            f"{-(-len(job.frame_list) // job.chunk)} render chunks would train again; {fix}")
+
+
+def _check_render_frames_on_disk(job: FarmJob, registry: dict[str, type]) -> None:
+    """A range beyond the frames of a plate sequence is refused now, not on the farm.
+
+    Uses the nodes' own disk checks (``LL_VALIDATE_FILES``) on the whole range, but only a
+    sequence that is partly on disk counts: files that are absent altogether may be
+    what the train step writes.
+    """
+    from .errors import InputError
+    from .executor import WorkflowError, _is_link
+    from .io import MissingFramesError
+    wf, order = _render_graph(job, registry)
+    for nid in order:
+        node = wf[nid]
+        check = getattr(registry[node["class_type"]], "LL_VALIDATE_FILES", None)
+        if check is None:
+            continue
+        literals = {k: v for k, v in (node.get("inputs") or {}).items() if not _is_link(v)}
+        try:
+            check(literals)
+        except InputError as e:
+            cause = e.__cause__
+            partly = (isinstance(cause, MissingFramesError)
+                      and 0 < len(cause.missing) < len(job.frame_list))
+            if e.input_name == "frames" and partly:
+                problem = f"--frames {job.frames}: {e.problem}"
+                raise FarmExportError(f"{job.graph}: " + str(WorkflowError(
+                    f"{problem}; allowed: {e.allowed}" if e.allowed else problem,
+                    nid, node["class_type"], e.input_name))) from None
 
 
 def _runner_args(job: FarmJob, graph_ref: str, frames_ref: str | None,

@@ -38,6 +38,7 @@ class LL_AtlasDecompose:
                    "relevancy as a soft target). Saves the atlas to atlas_path so that "
                    "render jobs can load it; a second run with the same inputs just loads it.")
     CATEGORY = CATEGORY
+    LL_TRAINS = True  # trains per run: a farm export keeps it out of the chunked render step
     FUNCTION = "run"
     RETURN_TYPES = ("LL_ATLAS",)
     RETURN_NAMES = ("atlas",)

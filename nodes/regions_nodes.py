@@ -72,6 +72,7 @@ class LL_LearnableRegions:
                    "edit). The editor-run count is in the progress and in the 'info' output. MASK outputs "
                    "are alpha: 1 = edited (invert them for core nodes that expect LoadImage's 1 − alpha).")
     CATEGORY = "LiveLayers/regions"
+    LL_TRAINS = True  # trains per run: a farm export keeps it out of the chunked render step
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE", "MASK", "IMAGE", "MASK", "STRING")
     RETURN_NAMES = ("edited", "box_mask", "layer", "layer_alpha", "info")

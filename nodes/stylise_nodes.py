@@ -78,6 +78,7 @@ class LL_StyliseVideoObject:
                    "LL_ATLAS (saved to atlas_path for LL_StyliseRender / LL_AtlasRender farm chunks). "
                    "Each loss term can be switched off. See docs/stylise.md.")
     CATEGORY = CATEGORY
+    LL_TRAINS = True  # trains per run: a farm export keeps it out of the chunked render step
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "IMAGE", "LL_ATLAS")
     RETURN_NAMES = ("stylised_atlas", "layer", "layer_alpha", "composite", "atlas")

@@ -61,6 +61,7 @@ class LL_Text2LIVE:
                    "the bootstrap relevancy and the generator (reusable by LL_ApplyGenerator). "
                    "Checkpoints to run_dir; the same inputs and run_dir resume. See docs/text2live.md.")
     CATEGORY = CATEGORY
+    LL_TRAINS = True  # trains per run: a farm export keeps it out of the chunked render step
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE", "MASK", "IMAGE", "IMAGE", "MASK", "LL_GENERATOR")
     RETURN_NAMES = ("edit", "alpha", "composite", "greenscreen", "relevancy", "generator")

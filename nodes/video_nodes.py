@@ -36,6 +36,7 @@ class LL_Text2LIVEVideo:
                    "frame. With run_dir it writes generator.safetensors and atlas_edit.png (16-bit RGBA) "
                    "for farm render chunks; the same inputs and run_dir resume. See docs/video.md.")
     CATEGORY = CATEGORY
+    LL_TRAINS = True  # trains per run: a farm export keeps it out of the chunked render step
     FUNCTION = "run"
     OUTPUT_NODE = True   # a farm train graph may end here: its products are the run_dir files
     RETURN_TYPES = ("IMAGE", "MASK", "LL_GENERATOR", "IMAGE")

@@ -99,3 +99,47 @@ def test_sigterm_stops_cleanly_with_a_checkpoint_and_no_partial_output(tmp_path)
     out = tmp_path / "out"
     assert not out.exists() or not any(out.iterdir())  # nothing half-written
     assert (tmp_path / "run" / "checkpoint.pt").is_file()  # the trainer saved where it was
+
+
+class LL_TestBoom:
+    """A node with a bug: a plain RuntimeError, not one of LiveLayers' errors."""
+    RETURN_TYPES, FUNCTION, OUTPUT_NODE, CATEGORY = (), "run", True, "test"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"text": ("STRING", {"default": "x"})}}
+
+    def run(self, text):
+        raise RuntimeError(f"boom at {text}")
+
+
+def test_a_node_bug_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
+    """No raw traceback: `node N (CLASS) failed: ExcType: message` + a hint, exit 1;
+    `--debug` prints the traceback as well (docs/runner.md, exit statuses)."""
+    from livelayers.__main__ import main
+    from livelayers.nodes import NODE_CLASS_MAPPINGS
+    monkeypatch.setitem(NODE_CLASS_MAPPINGS, "LL_TestBoom", LL_TestBoom)
+    graph = tmp_path / "boom.json"
+    graph.write_text(json.dumps({"7": {"class_type": "LL_TestBoom", "inputs": {"text": "f1"}}}))
+    assert main(["run", str(graph), "--progress", "none"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["livelayers: node 7 (LL_TestBoom) failed: RuntimeError: boom at f1",
+                   "livelayers: run again with --debug to see the traceback"]
+    assert main(["run", str(graph), "--progress", "none", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert "in run\n" in err and "raise RuntimeError" in err      # the node's own frame
+    assert err.strip().splitlines()[-1] == (
+        "livelayers: node 7 (LL_TestBoom) failed: RuntimeError: boom at f1")
+    # a failure outside any node (here: checking the outputs) is one line too
+    from livelayers.engine import executor
+
+    def broken(*a, **k):
+        raise OSError("disk gone")
+    monkeypatch.setattr(executor, "expected_outputs", broken)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"7": {"class_type": "LL_TestBoom", "inputs": {"text": "f1"}}}))
+    monkeypatch.setattr(LL_TestBoom, "run", lambda self, text: ())
+    assert main(["run", str(good), "--progress", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "livelayers: failed: OSError: disk gone" in err and "Traceback" not in err

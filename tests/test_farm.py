@@ -172,7 +172,8 @@ def test_cli_export_job(graphs, tmp_path, capsys):
     from livelayers.__main__ import main
     demo = Path(__file__).resolve().parents[1] / "examples" / "demo.json"
     out = tmp_path / "job"
-    argv = ["export-job", str(demo), "--frames", "1-20", "--chunk", "5",
+    # one chunk: the demo's trainer runs once (several chunks are refused: test below)
+    argv = ["export-job", str(demo), "--frames", "1-20", "--chunk", "20",
             "--format", "openjd", "--out", str(out), "--set", "3.prompt=a hat"]
     assert main(argv) == 0
     template = yaml.safe_load((out / "template.yaml").read_text())
@@ -244,3 +245,89 @@ def test_registry_validation_before_export(graphs):
         farm.make_job(graphs[0], "1-4", 2, overrides={"1.bogus": "5"}, registry=registry)
     with pytest.raises(farm.FarmExportError, match=r"train.json: node 7 .*unknown node class"):
         farm.make_job(graphs[0], "1-4", 2, train_graph=graphs[1], registry=registry)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_export_line() -> list[str]:
+    """README's export-job line, as a user would paste it."""
+    import shlex
+    (line,) = [ln for ln in (ROOT / "README.md").read_text().splitlines()
+               if ln.startswith(".venv/bin/python -m livelayers export-job")]
+    return shlex.split(line)
+
+
+def _in_fresh_clone(tmp_path, monkeypatch) -> Path:
+    """A working directory like a fresh clone's: the examples there, nothing else."""
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_readme_export_line_writes_the_pair_job(tmp_path, monkeypatch, capsys):
+    """README's farm line, verbatim: a train step once, then 4-frame render chunks
+    over the toy clip's 16 frames; the template passes openjd's validation."""
+    from livelayers.__main__ import main
+    args = _readme_export_line()
+    assert args[1:4] == ["-m", "livelayers", "export-job"] and "--train-graph" in args
+    _in_fresh_clone(tmp_path, monkeypatch)
+    assert main(args[3:]) == 0, capsys.readouterr().err
+    out = Path(args[args.index("--out") + 1])
+    template = yaml.safe_load((out / "template.yaml").read_text())
+    steps = {s["name"]: s for s in template["steps"]}
+    assert list(steps) == ["train", "render"]
+    assert steps["render"]["dependencies"] == [{"dependsOn": "train"}]
+    params = {p["name"]: p["default"] for p in template["parameterDefinitions"]}
+    assert params["WorkflowFile"] == "atlas_render.json"
+    assert params["TrainWorkflowFile"] == "atlas.json"
+    job = farm.validate_openjd(template, out)
+    chunks = [parse_frames(c) for c in farm.openjd_chunks(job)]
+    assert chunks == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]]
+    assert len(list((ROOT / "examples/assets/toy_clip").glob("frame.*.png"))) == 16
+    if HAVE_OPENJD:
+        res = subprocess.run([OPENJD, "check", str(out / "template.yaml")],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0 and "passes validation" in res.stdout, res.stdout + res.stderr
+
+
+def _refused(argv, tmp_path, capsys) -> str:
+    from livelayers.__main__ import main
+    assert main(argv + ["--format", "openjd", "--out", str(tmp_path / "job")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "job").exists()           # nothing written
+    return err
+
+
+def test_render_graph_that_trains_is_refused(tmp_path, monkeypatch, capsys):
+    """The old README line: every chunk would retrain the atlas into one run folder."""
+    _in_fresh_clone(tmp_path, monkeypatch)
+    err = _refused(["export-job", "examples/atlas.json", "--frames", "1-16", "--chunk", "4"],
+                   tmp_path, capsys)
+    assert "node 3 (LL_AtlasDecompose) trains" in err and "4 render chunks" in err
+    assert "--train-graph" in err and "docs/farm.md" in err
+    # the render graph of a pair still may not train: the fix names the loader nodes
+    err = _refused(["export-job", "examples/atlas.json", "--train-graph", "examples/atlas.json",
+                    "--frames", "1-16", "--chunk", "4"], tmp_path, capsys)
+    assert "node 3 (LL_AtlasDecompose) trains" in err and "LL_LoadAtlas" in err
+    # a one-task job trains once: allowed
+    from livelayers.__main__ import main
+    assert main(["export-job", "examples/atlas.json", "--frames", "1-4", "--chunk", "4",
+                 "--out", str(tmp_path / "one")]) == 0
+
+
+def test_frame_range_beyond_the_plate_is_refused(tmp_path, monkeypatch, capsys):
+    _in_fresh_clone(tmp_path, monkeypatch)
+    err = _refused(["export-job", "examples/atlas_render.json", "--train-graph",
+                    "examples/atlas.json", "--frames", "1-100", "--chunk", "10"], tmp_path, capsys)
+    assert err.startswith("export-job: examples/atlas_render.json: node 2 (LL_LoadImage) "
+                          "input 'frames': --frames 1-100: 84 of 100 frames")
+    assert "frames 17-100" in err and "on disk: frames 1-16" in err
+    # a sequence with no frame on disk yet may be the train step's: let through
+    wf = json.loads((ROOT / "examples/atlas_render.json").read_text())
+    wf["2"]["inputs"]["path"] = "out/train_writes/frame.####.png"
+    (tmp_path / "later.json").write_text(json.dumps(wf))
+    from livelayers.nodes import NODE_CLASS_MAPPINGS
+    farm.make_job(tmp_path / "later.json", "1-100", 10, train_graph="examples/atlas.json",
+                  registry=NODE_CLASS_MAPPINGS)

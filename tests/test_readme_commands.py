@@ -2,7 +2,7 @@
 
 The other README commands are run elsewhere: the demo and models commands in
 tests/test_cli.py and tests/test_models.py, the wedge line in tests/test_wedge.py,
-export-job in tests/test_farm.py.
+export-job in tests/test_farm.py (the README line verbatim).
 """
 from __future__ import annotations
 

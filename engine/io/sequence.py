@@ -81,5 +81,7 @@ def parse_pattern(text: str | Path) -> FramePattern:
 def missing_frames_message(pattern: FramePattern, missing: list[int], wanted: list[int]) -> str:
     """One message naming every missing frame of a sequence."""
     first = pattern.path(missing[0])
+    on_disk = pattern.discover()  # what the user can ask for instead
+    have = f"frames {format_frames(on_disk)}" if on_disk else "none"
     return (f"{len(missing)} of {len(wanted)} frames of {pattern.text!r} are missing: "
-            f"frames {format_frames(missing)} (e.g. {first})")
+            f"frames {format_frames(missing)} (e.g. {first}); on disk: {have}")
