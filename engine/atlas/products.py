@@ -6,7 +6,7 @@ layer's UV box, enlarged about its centre so that it is exactly
 centre at ``u = u0 + (col + 0.5)·p``, ``v = v0 + (row + 0.5)·p``; rows go down
 like frame rows (v grows with the frame's y), so the atlas looks upright.
 
-STMap (DESIGN.md): ``s = (col + 0.5)/Wa``, ``t = 1 − (row + 0.5)/Ha`` in that
+STMap (docs/exr.md): ``s = (col + 0.5)/Wa``, ``t = 1 − (row + 0.5)/Ha`` in that
 grid, continuous; a compositor's STMap node reading the atlas image at
 ``(s·Wa, t·Ha)`` (y up) gives our bilinear render.
 """

@@ -10,7 +10,7 @@ bg UV) and the opacity α:
     composite        O = P + (1 − A)·plate
 
 so the edit layer (straight colour P/A, alpha A) over the plate gives exactly
-the composite (DESIGN.md's Over). The plate is the original frames when given,
+the composite (premultiplied Over). The plate is the original frames when given,
 else the decomposition's reconstruction.
 """
 from __future__ import annotations

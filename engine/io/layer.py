@@ -1,4 +1,4 @@
-"""The linear-light edit layer (DESIGN.md "Linear-light layer").
+"""The linear-light edit layer (docs/exr.md).
 
 The network composites in sRGB space: ``I_o = a*C + (1-a)*I_s``. A compositor
 composites in linear light: ``out = P + (1-a)*lin(I_s)``. Choosing

@@ -1,6 +1,6 @@
 """Where a model's weights are: one search order for every kind of model.
 
-Order (DESIGN.md):
+Order (docs/models.md):
 
 1. an explicit path (``local-dir:/path``, or a file/folder path);
 2. ``$LIVELAYERS_MODELS/<kind>/<name>``;

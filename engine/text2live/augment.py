@@ -174,7 +174,7 @@ def random_grayscale(x: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class CropSettings:
-    """The internal dataset's augmentation (REFERENCE.md defaults)."""
+    """The internal dataset's augmentation (the official code's defaults)."""
     jitter: float = 0.1
     jitter_p: float = 0.1
     flip_p: float = 0.5
@@ -214,7 +214,7 @@ def training_crop(image: torch.Tensor, gen: torch.Generator, cfg: CropSettings =
 
 @dataclass(frozen=True)
 class ViewSettings:
-    """CLIP view augmentation (REFERENCE.md defaults)."""
+    """CLIP view augmentation (the official code's defaults)."""
     crop: tuple[float, float] = (0.6, 1.0)
     flip_p: float = 0.5
     affine_p: float = 0.8

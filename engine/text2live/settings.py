@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from .augment import CropSettings, ViewSettings
 from .generator import GeneratorConfig
 
-# The 14 text templates of the official code (REFERENCE.md).
+# The 14 text templates of the official code.
 TEMPLATES = (
     "photo of {}.", "high quality photo of {}.", "a photo of {}.", "the photo of {}.",
     "image of {}.", "an image of {}.", "high quality image of {}.",

@@ -27,7 +27,7 @@ SHAPES = ("circle", "square", "triangle", "star")
 TEXTURES = ("plain", "striped", "dotted", "checkered")
 BACKGROUNDS = ("grass", "sand", "sky", "water")
 
-# The Text2LIVE text templates (REFERENCE.md); the toy CLIP sees them in
+# The Text2LIVE text templates; the toy CLIP sees them in
 # training so that templated prompts mean what the bare text means.
 TEMPLATES = (
     "photo of {}.", "high quality photo of {}.", "a photo of {}.", "the photo of {}.",
