@@ -21,6 +21,17 @@ RELEVANCY_BLOCKS = ("last", "all")
 DISTANCES = ("spherical", "cosine")
 
 
+class _SettingsJSON:
+    """What every settings dataclass offers: its JSON (for fingerprints) and field names."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
 def _objective_checks(s) -> list[tuple[str, bool, str]]:
     """The checks of the fields the image and video objectives share."""
     checks = [
@@ -45,7 +56,7 @@ def _raise_first_bad(s, checks: list[tuple[str, bool, str]]) -> None:
 
 
 @dataclass(frozen=True)
-class Text2LIVESettings:
+class Text2LIVESettings(_SettingsJSON):
     """Settings of ``train_text2live``. Defaults = the Text2LIVE image configuration."""
     steps: int = 1000
     resolution: int = 512            # training image short side (0 = keep the input size)
@@ -91,19 +102,12 @@ class Text2LIVESettings:
         ]
         _raise_first_bad(self, checks)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
 
 VIDEO_LAYERS = ("fg", "bg")
 
 
 @dataclass(frozen=True)
-class VideoSettings:
+class VideoSettings(_SettingsJSON):
     """Settings of ``train_text2live_video``. Defaults = the Text2LIVE video
     configuration (768×432 frames); the objective's fields mean what they mean
     in ``Text2LIVESettings`` (only the defaults differ)."""
@@ -166,10 +170,3 @@ class VideoSettings:
              "0 (auto) or 16..8192"),
         ]
         _raise_first_bad(self, checks)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]

@@ -171,6 +171,16 @@ def make_optimizer(generator: SkipGenerator, s):
                            weight_decay=s.weight_decay)
 
 
+def optimiser_step(opt, scaler, loss: torch.Tensor, record: dict, history: dict) -> None:
+    """One (grad-scaled) update from ``loss``, and the step's loss terms appended to ``history``."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    for k in LOSS_NAMES:
+        history[k].append(record[k])
+
+
 @torch.no_grad()
 def calibrate_batchnorm(generator: SkipGenerator, image: torch.Tensor) -> None:
     """Set every BN layer's running statistics to those of ``image`` ``(1, 3, H, W)``.
@@ -262,12 +272,7 @@ def train_text2live(clip, image: torch.Tensor, prompt: str, *, roi_text: str | N
             else:
                 crop, crop_target = training_crop(train_dev, gen, s.crop_aug, extra=target_dev)
             loss, record, comp = loss_step(clip, generator, crop, crop_target, texts, s, step, gen, amp)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            for k in LOSS_NAMES:
-                history[k].append(record[k])
+            optimiser_step(opt, scaler, loss, record, history)
             done = step + 1
             if done % s.checkpoint_every == 0 and done < s.steps:
                 save(done)

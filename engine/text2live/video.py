@@ -57,7 +57,8 @@ from . import losses as L
 from .generator import SkipGenerator, apply_generator, save_generator, split_rgba
 from .objective import LOSS_NAMES, Frame, encode_texts, objective, uses
 from .settings import VIDEO_LAYERS, VideoSettings
-from .trainer import _lr_at, _resume, build_generator, calibrate_batchnorm, make_optimizer
+from .trainer import (_lr_at, _resume, build_generator, calibrate_batchnorm, make_optimizer,
+                      optimiser_step)
 
 CHECKPOINT_KIND = "text2live_video"
 CHECKPOINT_VERSION = 1
@@ -377,12 +378,7 @@ def train_text2live_video(clip, atlas: Atlas, frames: torch.Tensor, prompt: str,
                 group["lr"] = _lr_at(step, s)
             crop = choose_crop(data, s, step, gen, generator.multiple)
             loss, record = video_loss_step(clip, generator, data, crop, texts, s, step, gen, amp, device)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            for k in LOSS_NAMES:
-                history[k].append(record[k])
+            optimiser_step(opt, scaler, loss, record, history)
             done = step + 1
             if done % s.checkpoint_every == 0 and done < s.steps:
                 save(done)
