@@ -82,6 +82,18 @@ def _terminal_progress(mode: str):
 
 
 def cmd_run(args) -> int:
+    """``run``: with ``--root`` the graph's relative paths resolve against that folder."""
+    from .engine.paths import project_root
+    root = getattr(args, "root", None)
+    if root and not Path(root).is_dir():
+        print(f"livelayers: --root {root}: not a folder; allowed: the folder the graph's "
+              "relative paths are relative to", file=sys.stderr)
+        return 2
+    with project_root(root or None):
+        return _run_graph(args)
+
+
+def _run_graph(args) -> int:
     from .engine import executor
     from .engine.frames import parse_frames
 
@@ -233,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="recompute frames whose outputs already exist and are complete")
     run.add_argument("--debug", action="store_true",
                      help="on a failure, print the Python traceback too")
+    run.add_argument("--root", default=None, metavar="DIR",
+                     help="folder the graph's relative paths resolve against (default: the "
+                          "working directory; farm jobs pass the folder they were exported from)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="run the bundled demo graph offline on the toy models")

@@ -90,8 +90,13 @@ def models(ids: list[str], dry_run: bool) -> int:
         report = catalogue.verify_models(wanted)
         print(report.format())
         return report.exit_code
+    from livelayers.engine.errors import CorruptFileError, ModelNotFoundError
     for model_id in wanted:
-        print(f"{model_id}: {catalogue.fetch_model(model_id)}")
+        try:
+            print(f"{model_id}: {catalogue.fetch_model(model_id)}")
+        except (ModelNotFoundError, CorruptFileError, ValueError) as e:  # incl. DownloadError
+            print(f"livelayers install: {model_id}: {e}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -34,7 +34,7 @@ from livelayers.engine.atlas.encoding import HashGrid
 from livelayers.engine.atlas.store import Atlas
 from livelayers.engine.atlas.flow import clip_flows
 from livelayers.engine.atlas.render import Edit, render_maps
-from livelayers.engine.atlas.synthetic import make_toy_clip
+from livelayers.toyworld.clips import make_toy_clip
 
 TARGETS = (25.0, 30.0)
 
@@ -160,7 +160,7 @@ def train_memory(n_frames: int, height: int, width: int, steps: int, device: str
     """A few training steps on a toy clip: host bytes of the clip's tensors
     (frames, flows, fb masks; kept on the CPU) and the device's peak bytes."""
     from livelayers.engine.atlas.flow import clip_flows
-    from livelayers.engine.atlas.synthetic import make_toy_clip
+    from livelayers.toyworld.clips import make_toy_clip
     dev = torch.device(device)
     # Big frames: a quarter-size toy clip upsampled (drawing 1080p toy frames
     # directly supersamples 4x4 and takes gigabytes).

@@ -59,7 +59,7 @@ def vit_b16_clip():
 def scene(size: int):
     import numpy as np
 
-    from livelayers.engine.toyworld import scenes
+    from livelayers.toyworld import scenes
     img, _ = scenes.render_scene(scenes.random_scene(np.random.default_rng(0), 1, background="grass"),
                                  size)
     x = torch.from_numpy(img).permute(2, 0, 1)[None]

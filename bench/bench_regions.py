@@ -36,7 +36,7 @@ from _timing import best_of  # noqa: E402
 
 
 def quality_table(dino, clip, net, sizes, n: int, seeds) -> None:
-    from livelayers.engine.toyworld.train_regions import build_tables, evaluate_tables
+    from livelayers.toyworld.train_regions import build_tables, evaluate_tables
     tables = {(size, seed): build_tables(dino, clip, n, seed, (size,), (1.0,)) for size in sizes for seed in seeds}
     for rank in ("score", "loss"):
         print(f"\nChosen box covers the named object (>= 80 % of it inside, box <= 4x its bounding box; "
@@ -57,8 +57,8 @@ def quality_table(dino, clip, net, sizes, n: int, seeds) -> None:
 
 
 def timing_table(dino, clip, model, sizes, n: int, sd_steps: int) -> None:
-    from livelayers.engine.regions import AmortisedRegionNetwork, RegionModel, learn_regions, recolour_editor
-    from livelayers.engine.toyworld.train_regions import BOX_SIZES, K_ANCHORS, toy_task
+    from livelayers.engine.regions import AmortisedRegionNetwork, RegionModel, learn_regions
+    from livelayers.toyworld.train_regions import BOX_SIZES, K_ANCHORS, toy_editor, toy_task
     torch.manual_seed(0)
     untrained = RegionModel(AmortisedRegionNetwork(model.feature_dim, model.text_dim).eval(), BOX_SIZES)
     runs = {"exhaustive": dict(mode="exhaustive"),
@@ -66,7 +66,7 @@ def timing_table(dino, clip, model, sizes, n: int, sd_steps: int) -> None:
             "amortised r=2": dict(mode="amortised", proposals_per_anchor=2, region_model=model),
             "random (untrained net)": dict(mode="amortised", proposals_per_anchor=1, region_model=untrained),
             "per-image (30 steps)": dict(mode="per-image", proposals_per_anchor=0, steps=30)}
-    editors = {"recolour": lambda task, size: recolour_editor(task.prompt, region="foreground")}
+    editors = {"recolour": lambda task, size: toy_editor(task.prompt)}
     sd = None
     if (ASSETS / "toy_sd").is_dir():
         from livelayers.engine.models.diffusion import load_diffusion
@@ -104,8 +104,8 @@ def timing_table(dino, clip, model, sizes, n: int, sd_steps: int) -> None:
 
 def parts_table(dino, clip, model, size: int, repeats: int) -> None:
     from livelayers.engine.regions import (box_inputs, box_mask, box_proposals, clip_targets,
-                                           dino_anchors, losses_and_scores, recolour_editor, roi_features)
-    from livelayers.engine.toyworld.train_regions import BOX_SIZES, toy_task
+                                           dino_anchors, losses_and_scores, roi_features)
+    from livelayers.toyworld.train_regions import BOX_SIZES, toy_editor, toy_task
     task = toy_task(np.random.default_rng(0), size, 2)
     image = task.image
     found = dino_anchors(dino, image, 3)
@@ -113,7 +113,7 @@ def parts_table(dino, clip, model, size: int, repeats: int) -> None:
     roi = torch.stack([roi_features(found.feature_map, b, (size, size)) for b in boxes])
     text = clip.encode_text([task.prompt])
     geom = box_inputs(boxes, BOX_SIZES, (size, size), found.feature_map, found.saliency, found.anchors)
-    edit = recolour_editor(task.prompt, region="foreground")
+    edit = toy_editor(task.prompt)
     mask = box_mask(boxes[0, 3], (size, size))
     edits = torch.cat([edit(image, box_mask(b, (size, size))) for b in boxes.view(-1, 4)])
     targets = clip_targets(clip, image, task.prompt, task.source_prompt)
@@ -145,7 +145,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from livelayers.engine.regions import load_region_model
-    from livelayers.engine.toyworld.train_regions import EVAL_SEEDS, load_toy_models
+    from livelayers.toyworld.train_regions import EVAL_SEEDS, load_toy_models
     dino, clip = load_toy_models()
     model = load_region_model("toy-regions")
     if not args.skip_quality:

@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import best_of  # noqa: E402
 
 from livelayers.engine.atlas import AtlasSettings, decompose  # noqa: E402
-from livelayers.engine.atlas.synthetic import make_toy_clip  # noqa: E402
 from livelayers.engine.models.clip import load_clip  # noqa: E402
 from livelayers.engine.stylise import StyliseSettings  # noqa: E402
 from livelayers.engine.stylise import trainer as T  # noqa: E402
 from livelayers.engine.stylise.views import sample_views  # noqa: E402
+from livelayers.toyworld.clips import make_toy_clip  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ("a blue circle", "blue")

@@ -37,8 +37,8 @@ def build(settings_name: str):
 
     from livelayers.engine.models.clip import handle_from_model
     from livelayers.engine.text2live import GeneratorConfig, Text2LIVESettings
-    from livelayers.engine.toyworld import scenes
-    from livelayers.engine.toyworld.train_clip import build_model
+    from livelayers.toyworld import scenes
+    from livelayers.toyworld.train_clip import build_model
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -70,7 +70,7 @@ def make_atlas(cfg: dict, path: Path) -> None:
 
 
 def plate(cfg: dict):
-    from livelayers.engine.atlas.synthetic import make_toy_clip
+    from livelayers.toyworld.clips import make_toy_clip
     return make_toy_clip(n_frames=cfg["n_frames"], height=cfg["height"], width=cfg["width"], seed=0,
                          shape="circle", colour="red", texture="checkered", size=0.2,
                          velocity=(0.01 * cfg["width"], 0.0))
@@ -81,7 +81,7 @@ def build_clip(cfg: dict, device: str):
     import open_clip
 
     from livelayers.engine.models.clip import handle_from_model
-    from livelayers.engine.toyworld.train_clip import build_model
+    from livelayers.toyworld.train_clip import build_model
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-32", pretrained=None) if cfg["clip"] == "ViT-B-32" else build_model()
     return handle_from_model(model, device=device, spec=cfg["clip"])

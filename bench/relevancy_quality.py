@@ -19,7 +19,7 @@ import torch
 
 from livelayers.engine.models.clip import load_clip
 from livelayers.engine.relevancy import relevancy_map
-from livelayers.engine.toyworld import scenes
+from livelayers.toyworld import scenes
 
 TEXTS = {
     "colour": lambda o: f"a {o.colour} shape",

@@ -29,9 +29,9 @@ import test_text2live_video_quality as Q  # noqa: E402  (the test's clip and set
 
 from livelayers.engine.atlas import AtlasSettings, decompose  # noqa: E402
 from livelayers.engine.atlas.measure import opacity_iou  # noqa: E402
-from livelayers.engine.atlas.synthetic import make_toy_clip  # noqa: E402
 from livelayers.engine.models.clip import load_clip  # noqa: E402
 from livelayers.engine.text2live.baselines import METHODS, compare, track_flicker  # noqa: E402
+from livelayers.toyworld.clips import make_toy_clip  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 import OpenImageIO as oiio
 
 from .atomic import atomic_path
+from .io.preview import write_png8
 
 FONT_SIZE = 10  # pixels; OpenImageIO's built-in font stays readable down to ~9
 LINE_GAP = 2
@@ -128,10 +129,4 @@ def write_sheet_png(path: str | os.PathLike, rgb: np.ndarray, labels: np.ndarray
     """An 8-bit sRGB PNG of display-referred ``rgb`` (H, W, 3) in [0,1] with the
     labels drawn in white over it; atomically."""
     ink = labels[..., None]
-    pixels = np.clip(rgb, 0.0, 1.0) * (1.0 - ink) + ink
-    buf = oiio.ImageBuf(np.ascontiguousarray(pixels, np.float32))
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        if not buf.write(str(tmp), "uint8"):
-            raise OSError(f"cannot write {path}: {buf.geterror()}")
-    return path
+    return write_png8(path, np.clip(rgb, 0.0, 1.0) * (1.0 - ink) + ink)

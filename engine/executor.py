@@ -145,7 +145,7 @@ def coerce_text(node_id: str, class_type: str, name: str, text: str, registry: R
     if typ == "STRING":
         return text
     link = _json_or_text(text)
-    if _is_link(link):  # a widget input converted to a socket takes a link too
+    if is_link(link):  # a widget input converted to a socket takes a link too
         return link
     stripped = text.strip()
     if typ == "INT":
@@ -186,9 +186,26 @@ def apply_overrides(workflow: dict, overrides: dict[str, Any] | None) -> dict:
 
 # --------------------------------------------------------------------------- validation
 
-def _is_link(value: Any) -> bool:
+def is_link(value: Any) -> bool:
+    """Whether an API-format input value is a link ``[node_id, output_index]``
+    (node id a string or int, output index an int, not a bool), not a literal.
+    The one test every part uses (runner, farm, provenance, panel, nodes)."""
     return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
             and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+def ancestors(workflow: dict, node_id: str) -> list[str]:
+    """Ids of the nodes feeding ``node_id`` (through links, transitively),
+    nearest first (breadth-first); links to ids not in ``workflow`` are skipped."""
+    seen, order, queue = {str(node_id)}, [], [str(node_id)]
+    while queue:
+        for value in ((workflow.get(queue.pop(0)) or {}).get("inputs") or {}).values():
+            src = str(value[0]) if is_link(value) else None
+            if src is not None and src in workflow and src not in seen:
+                seen.add(src)
+                order.append(src)
+                queue.append(src)
+    return order
 
 
 def _input_specs(cls: type) -> dict[str, tuple[str, Any, dict]]:
@@ -284,7 +301,7 @@ def _validate_node(node_id: str, node: Any, workflow: dict, registry: Registry) 
     literals = {}
     for name, value in inputs.items():
         validate_input(node_id, class_type, name, value, workflow, registry)
-        if not _is_link(value):
+        if not is_link(value):
             literals[name] = value
     validate = getattr(cls, "VALIDATE_INPUTS", None)
     if validate is not None:
@@ -294,7 +311,7 @@ def _validate_node(node_id: str, node: Any, workflow: dict, registry: Registry) 
         verdict = validate(**args)
         if verdict is not True:
             raise WorkflowError(str(verdict), node_id, class_type)
-    linked = frozenset(name for name, value in inputs.items() if _is_link(value))
+    linked = frozenset(name for name, value in inputs.items() if is_link(value))
     _node_hook(cls, "LL_VALIDATE", node_id, class_type, literals, linked)
 
 
@@ -319,7 +336,7 @@ def check_files(workflow: dict, registry: Registry, order: list[str]) -> None:
     farm) before the files it reads are written."""
     for nid in order:
         node = workflow[nid]
-        literals = {k: v for k, v in (node.get("inputs") or {}).items() if not _is_link(v)}
+        literals = {k: v for k, v in (node.get("inputs") or {}).items() if not is_link(v)}
         _node_hook(registry[node["class_type"]], "LL_VALIDATE_FILES", nid, node["class_type"],
                    literals)
 
@@ -334,7 +351,7 @@ def validate_input(node_id: str, class_type: str, name: str, value: Any, workflo
         raise WorkflowError(f"is not an input of {class_type}; its inputs are: "
                             f"{', '.join(specs)}", **where)
     _, typ, opts = specs[name]
-    if not _is_link(value):
+    if not is_link(value):
         _check_literal(value, typ, opts, where)
         return
     src_id, idx = str(value[0]), value[1]
@@ -353,7 +370,7 @@ def validate_input(node_id: str, class_type: str, name: str, value: Any, workflo
 
 
 def _links_of(node: dict) -> list[str]:
-    return [str(v[0]) for v in (node.get("inputs") or {}).values() if _is_link(v)]
+    return [str(v[0]) for v in (node.get("inputs") or {}).values() if is_link(v)]
 
 
 def _execution_order(workflow: dict, outputs: list[str]) -> list[str]:
@@ -393,7 +410,7 @@ def set_frames(workflow: dict, registry: Registry, frames: list[int]) -> dict:
         cls = registry.get(node.get("class_type"))
         if cls is None or "frames" not in _input_specs(cls):
             continue
-        if not _is_link(node.get("inputs", {}).get("frames")):
+        if not is_link(node.get("inputs", {}).get("frames")):
             node.setdefault("inputs", {})["frames"] = expr
     return wf
 
@@ -406,7 +423,7 @@ def expected_outputs(workflow: dict, registry: Registry) -> list[str]:
         lister = getattr(cls, "LL_OUTPUT_PATHS", None)
         if lister is None or not getattr(cls, "OUTPUT_NODE", False):
             continue
-        literals = {k: v for k, v in (node.get("inputs") or {}).items() if not _is_link(v)}
+        literals = {k: v for k, v in (node.get("inputs") or {}).items() if not is_link(v)}
         paths.extend(str(p) for p in lister(**literals))
     return paths
 
@@ -491,7 +508,7 @@ def run_workflow(workflow: dict, registry: Registry, *, overrides: dict[str, Any
         progress.check()
         node = wf[nid]
         cls = registry[node["class_type"]]
-        kwargs = {k: (values[str(v[0])][v[1]] if _is_link(v) else v)
+        kwargs = {k: (values[str(v[0])][v[1]] if is_link(v) else v)
                   for k, v in (node.get("inputs") or {}).items()}
         kwargs.update(_hidden_inputs(cls, nid, wf))
         node_progress = _node_progress(progress, index, len(order), node["class_type"])

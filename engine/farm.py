@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -32,6 +33,7 @@ from typing import Any, Callable
 
 from .atomic import atomic_path
 from .frames import format_frames, parse_frames
+from .paths import project_root
 
 OPENJD_EXTENSIONS = ["TASK_CHUNKING"]
 RANGE_CONSTRAINTS = ("CONTIGUOUS", "NONCONTIGUOUS")
@@ -66,6 +68,10 @@ class FarmJob:
     offline: bool = False
     frame_list: list[int] = field(default_factory=list)
     workflows: dict[str, dict] = field(default_factory=dict)  # "render"/"train" -> workflow
+    # Farm tasks run in the farm's session folder, not where the job was
+    # exported: the graphs' relative paths resolve against this folder
+    # (``run --root``). Default: the exporting working directory.
+    root: str = ""
 
     def set_args(self, step: str) -> list[tuple[str, str]]:
         """The ``(key, value)`` overrides that apply to ``step``'s graph."""
@@ -114,7 +120,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
 def make_job(graph: str | Path, frames: str, chunk: int = 10, *,
              train_graph: str | Path | None = None, overrides: dict[str, str] | None = None,
              python: str = "python", name: str = "", offline: bool = False,
-             registry: dict[str, type] | None = None) -> FarmJob:
+             registry: dict[str, type] | None = None, root: str | Path | None = None) -> FarmJob:
     """Check the inputs of an export and gather them in a ``FarmJob``.
 
     With ``registry`` the graphs are also validated by the runner's own
@@ -125,16 +131,18 @@ def make_job(graph: str | Path, frames: str, chunk: int = 10, *,
         raise FarmExportError(f"--chunk is {chunk!r}; allowed: an integer >= 1")
     job = FarmJob(graph=Path(graph), frames=frames.strip(), chunk=chunk,
                   train_graph=Path(train_graph) if train_graph else None,
-                  overrides=dict(overrides or {}), python=python, offline=offline)
+                  overrides=dict(overrides or {}), python=python, offline=offline,
+                  root=str(Path(root if root is not None else os.getcwd()).resolve()))
     job.frame_list = check_frames(frames)
     job.workflows["render"] = load_api_workflow(job.graph)
     if job.train_graph is not None:
         job.workflows["train"] = load_api_workflow(job.train_graph)
     _check_overrides(job)
     if registry is not None:
-        _validate_with_registry(job, registry)
-        _check_render_trains_nothing(job, registry)
-        _check_render_frames_on_disk(job, registry)
+        with project_root(job.root):  # the graphs' files as the workers will see them
+            _validate_with_registry(job, registry)
+            _check_render_trains_nothing(job, registry)
+            _check_render_frames_on_disk(job, registry)
     job.name = name or f"livelayers-{job.graph.stem}"
     return job
 
@@ -211,7 +219,7 @@ def _check_render_frames_on_disk(job: FarmJob, registry: dict[str, type]) -> Non
     what the train step writes.
     """
     from .errors import InputError
-    from .executor import WorkflowError, _is_link
+    from .executor import WorkflowError, is_link
     from .io import MissingFramesError
     wf, order = _render_graph(job, registry)
     for nid in order:
@@ -219,7 +227,7 @@ def _check_render_frames_on_disk(job: FarmJob, registry: dict[str, type]) -> Non
         check = getattr(registry[node["class_type"]], "LL_VALIDATE_FILES", None)
         if check is None:
             continue
-        literals = {k: v for k, v in (node.get("inputs") or {}).items() if not _is_link(v)}
+        literals = {k: v for k, v in (node.get("inputs") or {}).items() if not is_link(v)}
         try:
             check(literals)
         except InputError as e:
@@ -234,13 +242,15 @@ def _check_render_frames_on_disk(job: FarmJob, registry: dict[str, type]) -> Non
 
 
 def _runner_args(job: FarmJob, graph_ref: str, frames_ref: str | None,
-                 progress: str) -> list[str]:
+                 progress: str, root_ref: str | None = None) -> list[str]:
     """Arguments after the Python executable for one step's command.
 
     ``progress``: the runner's ``--progress`` mode (``openjd`` prints the
     ``openjd_progress: N`` lines OpenJD/Deadline Cloud read from the log).
     """
     args = ["-m", "livelayers", "run", graph_ref, "--progress", progress]
+    if root_ref:
+        args += ["--root", root_ref]
     if frames_ref is not None:
         args += ["--frames", frames_ref]
     if job.offline:
@@ -304,6 +314,11 @@ def openjd_template(job: FarmJob, *, graph_ref: str, train_ref: str | None,
         {"name": "Python", "type": "STRING", "minLength": 1, "default": job.python,
          "description": "Python executable with livelayers installed, on the worker.",
          "userInterface": {"label": "Python", **ui_group}},
+        # STRING, not PATH: OpenJD allows PATH defaults only inside the bundle folder.
+        {"name": "Root", "type": "STRING", "minLength": 1, "default": job.root,
+         "description": "Folder the graphs' relative paths (plates, atlas, run folders, "
+         "outputs) resolve against on the worker: storage every worker sees.",
+         "userInterface": {"label": "Project root", **ui_group}},
     ]
     override_names = _override_params(job)
     for key, pname in override_names.items():
@@ -328,7 +343,8 @@ def openjd_template(job: FarmJob, *, graph_ref: str, train_ref: str | None,
             {"name": "Frame", "type": "CHUNK[INT]", "range": "{{Param.Frames}}", "chunks": chunks}]},
         "script": {"actions": {"onRun": {
             "command": "{{Param.Python}}",
-            "args": _runner_args(job, "{{Param.WorkflowFile}}", "{{Task.Param.Frame}}", "openjd")
+            "args": _runner_args(job, "{{Param.WorkflowFile}}", "{{Task.Param.Frame}}", "openjd",
+                                 "{{Param.Root}}")
             + sets("render")}}},
     }
     steps = [render]
@@ -338,7 +354,8 @@ def openjd_template(job: FarmJob, *, graph_ref: str, train_ref: str | None,
             "description": "Train once (the render step reads what this writes).",
             "script": {"actions": {"onRun": {
                 "command": "{{Param.Python}}",
-                "args": _runner_args(job, "{{Param.TrainWorkflowFile}}", None, "openjd")
+                "args": _runner_args(job, "{{Param.TrainWorkflowFile}}", None, "openjd",
+                                     "{{Param.Root}}")
                 + sets("train")}}},
         }
         render["dependencies"] = [{"dependsOn": "train"}]
@@ -428,13 +445,15 @@ def export_openjd(job: FarmJob, out_dir: str | Path, *, filename: str = "templat
                                target_runtime_s=target_runtime_s)
     validate_openjd(template, out_dir)  # PATH defaults resolve against the bundle folder
     out_dir.mkdir(parents=True, exist_ok=True)
-    _copy_graphs(job, out_dir)
     path = out_dir / filename
-    write_job_file(template, path)
+    # The bundle is whole or absent to a submitter: every file the template
+    # names is written (atomically) before the template itself appears.
+    _copy_graphs(job, out_dir)
     # Deadline Cloud job bundles carry the submitted values next to the template.
     write_job_file({"parameterValues": [{"name": "Frames", "value": job.frames},
-                               {"name": "ChunkSize", "value": job.chunk}]},
-          out_dir / ("parameter_values" + path.suffix))
+                                        {"name": "ChunkSize", "value": job.chunk}]},
+                   out_dir / ("parameter_values" + path.suffix))
+    write_job_file(template, path)
     return path
 
 
@@ -520,12 +539,12 @@ def opencue_outline(job: FarmJob, *, graph_path: str, train_path: str | None,
                          user=user or getpass.getuser(), facility=facility)
     train = None
     if train_path is not None:
-        cmd = [job.python] + _runner_args(job, train_path, None, "log")
+        cmd = [job.python] + _runner_args(job, train_path, None, "log", job.root)
         cmd += [a for k, v in job.set_args("train") for a in ("--set", f"{k}={v}")]
         # ShellCommand = one frame whatever the job's range: training runs once.
         train = ShellCommand("train", command=shell_join(cmd), service=service)
         ol.add_layer(train)
-    cmd = [job.python] + _runner_args(job, graph_path, frames_token, "log")
+    cmd = [job.python] + _runner_args(job, graph_path, frames_token, "log", job.root)
     cmd += [a for k, v in job.set_args("render") for a in ("--set", f"{k}={v}")]
     render = Shell("render", command=shell_join(cmd), range=cue_range, chunk=job.chunk,
                    service=service)
@@ -610,6 +629,9 @@ def register_cli(subparsers, registry: dict[str, type] | Callable[[], dict] | No
     p.add_argument("--python", default="python", help="Python executable on the workers")
     p.add_argument("--name", default="", help="job name (default livelayers-<graph>)")
     p.add_argument("--offline", action="store_true", help="pass --offline to the runner")
+    p.add_argument("--root", default=None,
+                   help="folder the graphs' relative paths resolve against on the workers "
+                        "(default: this working directory)")
     p.add_argument("--range-constraint", choices=RANGE_CONSTRAINTS, default="CONTIGUOUS",
                    help="OpenJD chunk shape (default CONTIGUOUS)")
     p.add_argument("--show", default="testing", help="OpenCue show (default testing)")
@@ -623,7 +645,7 @@ def _cli_export(args: argparse.Namespace, registry) -> int:
         reg = registry() if callable(registry) else registry
         job = make_job(args.graph, args.frames, args.chunk, train_graph=args.train_graph,
                        overrides=parse_overrides(args.set), python=args.python,
-                       name=args.name, offline=args.offline, registry=reg)
+                       name=args.name, offline=args.offline, registry=reg, root=args.root)
         kw = ({"range_constraint": args.range_constraint} if args.fmt == "openjd"
               else {"show": args.show, "shot": args.shot})
         path = export_job(args.fmt, job, args.out, **kw)

@@ -102,6 +102,14 @@ class use:
         _current.reset(self._token)
 
 
+def check(label: str = "") -> None:
+    """The interruption point of a loop that reports no progress of its own
+    (per frame, tile or chunk of points): raise ``Cancelled`` if a stop was
+    requested globally or by the current front end. A farm's SIGTERM thus
+    ends a render, an extract or a sequence write within one frame."""
+    current(label).check()
+
+
 def ensure(progress: Progress | None, label: str = "") -> Progress:
     """``progress`` or the current reporter: engine functions start with this."""
     return progress if progress is not None else current(label)

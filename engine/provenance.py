@@ -29,13 +29,13 @@ def job_fingerprint(workflow: dict, registry: dict[str, type] | None = None) -> 
     """``workflow`` as compared: JSON-canonical (as the header stores it, keys
     sorted), with every literal ``frames`` input of a node whose class declares
     one (per ``registry``; without it, any node's) blanked."""
-    from .executor import _input_specs, _is_link
+    from .executor import _input_specs, is_link
     data = json.loads(json.dumps(workflow, sort_keys=True, default=str))
     for node in data.values():
         if not isinstance(node, dict):
             continue
         inputs = node.get("inputs")
-        if not isinstance(inputs, dict) or "frames" not in inputs or _is_link(inputs["frames"]):
+        if not isinstance(inputs, dict) or "frames" not in inputs or is_link(inputs["frames"]):
             continue
         cls = (registry or {}).get(node.get("class_type"))
         if registry is None or (cls is not None and "frames" in _input_specs(cls)):

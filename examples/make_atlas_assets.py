@@ -1,7 +1,7 @@
 """Make the atlas example's assets (examples/atlas.json):
 
 * examples/assets/toy_clip/frame.####.png — 16 frames, 96×64, a checkered red
-  square moving over panning grass (engine.atlas.synthetic);
+  square moving over panning grass (toyworld.clips);
 * examples/assets/toy_clip/mask.####.png  — its object masks (in the alpha
   channel, so LL_LoadImage's ``alpha`` output is the mask);
 * examples/assets/atlas_paint.png         — an RGBA paint on the foreground
@@ -21,7 +21,7 @@ import torch
 
 from livelayers.engine.atlas import AtlasSettings, decompose
 from livelayers.engine.atlas.products import atlas_grid, frame_point_to_atlas
-from livelayers.engine.atlas.synthetic import make_toy_clip
+from livelayers.toyworld.clips import make_toy_clip
 
 HERE = Path(__file__).parent
 CLIP_DIR = HERE / "assets" / "toy_clip"

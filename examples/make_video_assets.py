@@ -2,7 +2,7 @@
 
 * examples/assets/toy_video/frame.####.png — 8 frames, 96×64: a checkered
   red circle moving (2.5, 0.5) px per frame over grass panning 1 px per
-  frame (engine.atlas.synthetic.make_toy_clip);
+  frame (toyworld.clips.make_toy_clip);
 * examples/assets/toy_video/mask.####.png  — the circle's masks in the PNG
   alpha (LL_LoadImage's ``alpha`` output), for graphs that decompose with
   masks instead of ``object_text``.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import OpenImageIO as oiio
 
-from livelayers.engine.atlas.synthetic import make_toy_clip
+from livelayers.toyworld.clips import make_toy_clip
 
 HERE = Path(__file__).parent
 OUT = HERE / "assets" / "toy_video"

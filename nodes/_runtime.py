@@ -8,16 +8,18 @@ modules are imported lazily: the pack must work without them.
 Interrupt path inside ComfyUI: Cancel (``POST /interrupt``) sets ComfyUI's
 flag; the next ``ProgressBar.update_absolute`` raises its
 ``InterruptProcessingException``. Our callback turns it into the engine's
-``Cancelled`` (so trainers write their checkpoint), and the node wrapper
-(``with_autograd``) turns ``Cancelled`` back into ComfyUI's exception, which
+``Cancelled`` (so trainers write their checkpoint), and the node method's
+decorator (``@node_function``) turns ``Cancelled`` back into ComfyUI's exception, which
 ComfyUI records as ``execution_interrupted`` rather than a node error.
 """
 from __future__ import annotations
 
 import os
+import re
 import time
 
 from ..engine import progress as engine_progress
+from ..engine.paths import headless_root
 from ..engine.errors import Cancelled
 
 PREVIEW_SECONDS = 1.0  # at most one preview image per second: rendering one costs a forward pass
@@ -78,34 +80,56 @@ def progress_for(node: str) -> engine_progress.Progress:
     return comfy if comfy is not None else engine_progress.current(node)
 
 
-def comfy_models_dir(kind: str) -> list[str]:
-    """ComfyUI's model folders of ``kind`` (e.g. "clip", "diffusers"), if inside ComfyUI."""
+def _folder_paths():
+    """ComfyUI's ``folder_paths`` module when running inside ComfyUI, else None
+    (the one place a node asks ComfyUI where its folders are)."""
     try:
         import folder_paths
     except ImportError:
+        return None
+    return folder_paths
+
+
+def comfy_models_dir(kind: str) -> list[str]:
+    """ComfyUI's model folders of ``kind`` (e.g. "clip", "diffusers"), if inside ComfyUI."""
+    folders = _folder_paths()
+    if folders is None:
         return []
     try:
-        return list(folder_paths.get_folder_paths(kind))
-    except Exception:
+        return list(folders.get_folder_paths(kind))
+    except Exception:  # a kind ComfyUI does not know: no folders
         return []
 
 
 def comfy_dir(kind: str) -> str | None:
     """ComfyUI's "input", "output" or "temp" folder when running inside ComfyUI, else None."""
-    try:
-        import folder_paths
-    except ImportError:
+    folders = _folder_paths()
+    if folders is None:
         return None
-    return {"input": folder_paths.get_input_directory,
-            "output": folder_paths.get_output_directory,
-            "temp": folder_paths.get_temp_directory}[kind]()
+    return {"input": folders.get_input_directory,
+            "output": folders.get_output_directory,
+            "temp": folders.get_temp_directory}[kind]()
+
+
+# ComfyUI's folder annotation after a file name: "run/edit.png [output]".
+_FOLDER_NOTE = re.compile(r"^(.*\S)\s+\[(input|output|temp)\]$")
 
 
 def resolve_path(path: str, kind: str) -> str:
     """A node's file path: relative paths are relative to ComfyUI's ``kind``
-    ("input"/"output") folder inside ComfyUI, to the working directory headless."""
+    ("input"/"output") folder inside ComfyUI, to the project root headless
+    (``run --root``, else the working directory: ``engine.paths``).
+
+    A trailing ComfyUI folder annotation (" [output]", " [input]", " [temp]",
+    as ComfyUI writes picked or uploaded names) picks that folder instead of
+    ``kind`` and is removed; headless every folder is the project root, so
+    the same graph reads the same file both ways.
+    """
     path = os.path.expanduser(path.strip())
-    base = comfy_dir(kind)
+    note = _FOLDER_NOTE.match(path)
+    if note:
+        path, kind = note.group(1), note.group(2)
+    base = comfy_dir(kind) or headless_root()
     if base and path and not os.path.isabs(path):
         return os.path.join(base, path)
     return path
@@ -126,25 +150,31 @@ def animated_preview(frames, fps: float = 12.0, limit: int = 240) -> dict:
     temp = comfy_dir("temp")
     if temp is None or frames.shape[0] < 2:
         return {}
-    from PIL import Image
-    arr = (frames[:limit, :3].detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255)
-    images = [Image.fromarray(a.round().astype("uint8")) for a in arr]
+    from ..engine.io.preview import write_webp
     name = f"livelayers_{os.urandom(5).hex()}.webp"
-    images[0].save(os.path.join(temp, name), save_all=True, append_images=images[1:],
-                   duration=round(1000 / fps), loop=0, lossless=False, quality=85)
+    write_webp(os.path.join(temp, name), frames, fps=fps, limit=limit)
     return {"images": [{"filename": name, "subfolder": "", "type": "temp"}], "animated": (True,)}
 
 
-def with_autograd(function):
-    """Run a node function with autograd available, and Cancel as ComfyUI's interrupt.
+def node_function(function):
+    """Decorator for the method a node's ``FUNCTION`` names: every LiveLayers
+    node applies it (``@node_function`` right above ``def run(self, ...)``).
 
-    ComfyUI executes every node under ``torch.inference_mode()``; our nodes
-    train generators, atlases and region networks and back-propagate through
-    CLIP, so they leave inference mode, and tensors that were created inside
-    it (inputs from other nodes, weights loaded by a loader node) are cloned
-    into normal tensors, which autograd can save. A ``Cancelled`` raised inside
-    ComfyUI leaves as ComfyUI's ``InterruptProcessingException`` so the prompt
-    is recorded as interrupted, not as failed.
+    It does two things, and nothing else (no argument or result conversion:
+    the node converts tensors itself with ``nodes/_convert.py``):
+
+    1. Autograd on. ComfyUI executes every node under
+       ``torch.inference_mode()``; our nodes train generators, atlases and
+       region networks and back-propagate through CLIP, so the call leaves
+       inference mode with gradients enabled, and tensor arguments created
+       inside it (inputs from other nodes, weights of a loader node) are
+       cloned into normal tensors, which autograd can save.
+    2. Cancel as ComfyUI's interrupt. A ``Cancelled`` raised inside ComfyUI
+       leaves as ComfyUI's ``InterruptProcessingException``, so the prompt is
+       recorded as interrupted, not as failed (headless it stays
+       ``Cancelled``: the runner exits with its own status).
+
+    ``tests/test_comfyui_runtime.py`` checks that every registered node has it.
     """
     import functools
 
@@ -168,5 +198,5 @@ def with_autograd(function):
                 raise
             raise interrupt() from e
 
-    wrapper.__ll_autograd__ = True
+    wrapper.__ll_node_function__ = True
     return wrapper

@@ -7,27 +7,18 @@ from pathlib import Path
 
 import torch
 
-from ..engine.atlas import ENCODINGS, AtlasSettings, decompose, load_atlas, save_atlas
+from ..engine.atlas import ENCODINGS, AtlasSettings, decompose_or_reuse, load_atlas
 from ..engine.atlas.flow import FLOW_METHODS
 from ..engine.atlas.products import check_resolution, extract
 from ..engine.atlas.render import Edit, render_edit
-from ..engine.atlas.train import fingerprint, resolve_bootstrap
-from ..engine.errors import CorruptFileError, InputError
-from ..engine.frames import parse_frames
+from ..engine.errors import InputError
+from . import _widgets as W
 from ._convert import image_to_nchw, mask_to_n1hw, n1hw_to_mask, nchw_to_image
-from ._runtime import progress_for, resolve_path
+from ._runtime import node_function, progress_for, resolve_path
 
 CATEGORY = "LiveLayers/atlas"
 FRAMES_TIP = ("Frame numbers to output, as an Open Job Description range ('1001-1010', "
               "'1-9:2', '1,4,7'); empty = every frame of the atlas. Set by the farm runner's --frames.")
-
-
-def _frames(atlas, expr: str, node: str) -> list[int]:
-    try:
-        numbers = parse_frames(expr)
-    except ValueError as e:
-        raise InputError(node, "frames", f"is {expr!r}", "an Open Job Description range like '1-10'") from e
-    return atlas.indices(numbers, node)
 
 
 class LL_AtlasDecompose:
@@ -72,16 +63,14 @@ class LL_AtlasDecompose:
             "relevancy_blocks": ("STRING", {"default": "all", "tooltip":
                                  "ViT blocks rolled out for object_text's relevancy: 'all' (needed on "
                                  "small models such as toy-clip), 'last', or 0-based indices '8,9,10'."}),
-            "run_dir": ("STRING", {"default": "", "tooltip": "Folder for checkpoints; the same "
-                                   "run_dir resumes an interrupted run. Empty = no checkpoints. "
-                                   "Relative: ComfyUI's output folder."}),
+            "run_dir": W.run_dir("Folder for checkpoints; the same run_dir resumes an interrupted run. "
+                                 "Empty = no checkpoints. Relative: ComfyUI's output folder."),
             "first_frame": ("INT", {"default": 1, "min": -1000000, "max": 10000000,
                                     "tooltip": "Frame number of the first image (the atlas "
                                                "remembers frame numbers for farm chunks)."}),
             "batch": ("INT", {"default": 2048, "min": 16, "max": 1 << 20,
                               "tooltip": "Random pixels per iteration."}),
-            "device": (["auto", "cpu", "cuda"], {"default": "auto",
-                       "tooltip": "auto = the GPU when present, else the CPU."}),
+            "device": W.device("auto = the GPU when present, else the CPU."),
             "flow": (list(FLOW_METHODS), {"default": "dis", "tooltip":
                      "Optical flow for the consistency losses: OpenCV DIS (default), Farneback, "
                      "or torchvision RAFT from local weights (raft_weights)."}),
@@ -90,6 +79,7 @@ class LL_AtlasDecompose:
                              "(.safetensors or a torch file); nothing is downloaded."}),
         }}
 
+    @node_function
     def run(self, frames, steps, seed, encoding, atlas_path, masks=None, run_dir="",
             first_frame=1, batch=2048, device="auto", flow="dis", raft_weights="",
             object_text="", clip=None, relevancy_blocks="all"):
@@ -104,25 +94,13 @@ class LL_AtlasDecompose:
         if m is not None and m.shape[0] != x.shape[0]:
             raise InputError(node, "masks", f"holds {m.shape[0]} masks for {x.shape[0]} frames",
                              "one mask per frame")
-        # relative paths: ComfyUI's output folder (headless: the working directory)
-        atlas_path, run_dir = resolve_path(atlas_path, "output"), resolve_path(run_dir, "output")
-        progress = progress_for(node)
-        # Masks win; otherwise the text's per-frame relevancy (before the reuse
-        # check: it is part of the fingerprint).
-        boot = resolve_bootstrap(x, m, object_text, clip, (relevancy_blocks or "all").strip(),
-                                 progress=progress, node=node)
-        if atlas_path and Path(atlas_path).is_file():  # decompose once: reuse a matching atlas
-            try:
-                done = load_atlas(atlas_path)
-                if done.info.get("fingerprint") == fingerprint(x, m, settings, int(seed), boot):
-                    return (done,)
-            except CorruptFileError:
-                pass  # overwritten below
-        numbers = list(range(first_frame, first_frame + x.shape[0]))
-        atlas = decompose(x, m, settings, seed=int(seed), device=device, run_dir=run_dir or None,
-                          progress=progress, frame_numbers=numbers, node=node, bootstrap=boot)
-        if atlas_path:
-            save_atlas(atlas, atlas_path)
+        # reuse this job's saved atlas, else decompose and save; relative paths: ComfyUI's output folder
+        atlas = decompose_or_reuse(x, m, settings, int(seed), resolve_path(atlas_path, "output") or None,
+                                   device=device, run_dir=resolve_path(run_dir, "output") or None,
+                                   progress=progress_for(node), node=node,
+                                   frame_numbers=list(range(first_frame, first_frame + x.shape[0])),
+                                   object_text=object_text, clip=clip,
+                                   relevancy_blocks=(relevancy_blocks or "all").strip())
         return (atlas,)
 
 
@@ -149,6 +127,7 @@ class LL_LoadAtlas:
         except OSError:
             return float("nan")
 
+    @node_function
     def run(self, path):
         if not path:
             raise InputError("LL_LoadAtlas", "path", "is empty", "the path of an atlas file")
@@ -179,10 +158,11 @@ class LL_AtlasExtract:
             "frames": ("STRING", {"default": "", "tooltip": FRAMES_TIP}),
         }}
 
+    @node_function
     def run(self, atlas, resolution, frames=""):
         node = "LL_AtlasExtract"
         check_resolution(resolution, node)
-        out = extract(atlas, int(resolution), _frames(atlas, frames, node))
+        out = extract(atlas, int(resolution), atlas.indices(frames, node))
         return (nchw_to_image(out["fg_atlas"]), n1hw_to_mask(out["fg_alpha"]),
                 nchw_to_image(out["bg_atlas"]), nchw_to_image(out["uv_fg"]),
                 nchw_to_image(out["uv_bg"]), n1hw_to_mask(out["alpha"]))
@@ -233,17 +213,14 @@ class LL_AtlasRender:
                                            "Default: the atlas's reconstruction."}),
         }}
 
+    @node_function
     def run(self, atlas, frames="", fg_edit=None, fg_edit_alpha=None, bg_edit=None,
             bg_edit_alpha=None, plate=None):
         node = "LL_AtlasRender"
-        indices = _frames(atlas, frames, node)
+        indices = atlas.indices(frames, node)
         fg = _edit(fg_edit, fg_edit_alpha, node, "fg_edit")
         bg = _edit(bg_edit, bg_edit_alpha, node, "bg_edit")
-        p = None
-        if plate is not None:
-            p = image_to_nchw(plate, node, "plate")
-            if p.shape[0] == atlas.n_frames and len(indices) != atlas.n_frames:
-                p = p[indices]  # the whole clip was given: pick the rendered frames
+        p = atlas.plate_for(None if plate is None else image_to_nchw(plate, node, "plate"), indices)
         layer, alpha, comp = render_edit(atlas, indices, fg, bg, plate=p, node=node,
                                          progress=progress_for(node))
         return (nchw_to_image(layer), n1hw_to_mask(alpha), nchw_to_image(comp))

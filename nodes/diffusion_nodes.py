@@ -12,7 +12,7 @@ from ..engine.diffusion.latent import BACKGROUND_FIXES
 from ..engine.errors import InputError
 from ..engine.models.diffusion import KINDS, load_diffusion
 from ._convert import image_to_nchw, mask_to_n1hw, n1hw_to_mask, nchw_to_image
-from ._runtime import comfy_models_dir, progress_for
+from ._runtime import comfy_models_dir, node_function, progress_for
 
 CATEGORY = "LiveLayers/diffusion"
 MAX_SEED = 2**31 - 1
@@ -42,13 +42,6 @@ def _outputs(result, image):
             nchw_to_image(composite), "\n".join(lines))
 
 
-RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "IMAGE", "STRING")
-RETURN_NAMES = ("samples", "layer", "layer_mask", "composite", "scores")
-OUTPUT_TOOLTIPS = ("All samples, best first", "Edit layer colour (straight) of the best sample",
-                   "Edit layer alpha: 1 = edit present (the feathered mask)",
-                   "Best sample: layer over the input", "Rank, seed and CLIP score of each sample")
-
-
 class LL_LoadDiffusion:
     DESCRIPTION = ("Load a diffusion model for blended diffusion: a pixel DDPM (UNet2DModel + "
                    "scheduler, e.g. toy-ddpm or guided-diffusion converted to diffusers) or a "
@@ -73,6 +66,7 @@ class LL_LoadDiffusion:
                           "fp16/bf16 weights on a GPU; the CPU always uses fp32"}),
         }}
 
+    @node_function
     def load(self, spec, kind, device, precision):
         return (load_diffusion(spec, kind, device, precision,
                                search_dirs=comfy_models_dir("diffusers")),)
@@ -101,15 +95,22 @@ def _common_inputs(steps: int, guidance_name: str, guidance: float, guidance_tip
     }
 
 
-class LL_BlendedDiffusion:
+class _BlendedEdit:
+    """What the two blended-diffusion edit nodes declare alike (their outputs);
+    each subclass adds its DESCRIPTION, INPUT_TYPES and ``edit``."""
+    CATEGORY = CATEGORY
+    FUNCTION = "edit"
+    RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "IMAGE", "STRING")
+    RETURN_NAMES = ("samples", "layer", "layer_mask", "composite", "scores")
+    OUTPUT_TOOLTIPS = ("All samples, best first", "Edit layer colour (straight) of the best sample",
+                       "Edit layer alpha: 1 = edit present (the feathered mask)",
+                       "Best sample: layer over the input", "Rank, seed and CLIP score of each sample")
+
+
+class LL_BlendedDiffusion(_BlendedEdit):
     DESCRIPTION = ("Blended Diffusion (Avrahami et al. 2022): CLIP-guided pixel DDPM edit of the "
                    "masked region; the background stays exactly the input. Makes several seeded "
                    "samples in one batch and ranks them by masked CLIP similarity.")
-    CATEGORY = CATEGORY
-    FUNCTION = "edit"
-    RETURN_TYPES = RETURN_TYPES
-    RETURN_NAMES = RETURN_NAMES
-    OUTPUT_TOOLTIPS = OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -121,6 +122,7 @@ class LL_BlendedDiffusion:
                                 "CLIP views per step: 1 clean + augmented (affine, perspective)"})
         return {"required": req}
 
+    @node_function
     def edit(self, diffusion, clip, image, mask, prompt, steps, start, samples, guidance, seed,
              feather, views):
         node = type(self).__name__
@@ -135,16 +137,11 @@ class LL_BlendedDiffusion:
         return _outputs(result, x)
 
 
-class LL_BlendedLatentDiffusion:
+class LL_BlendedLatentDiffusion(_BlendedEdit):
     DESCRIPTION = ("Blended Latent Diffusion: Stable Diffusion (or SD inpainting) edit of the "
                    "masked region, blended with the noised source latent at every step; the "
                    "background is fixed by pixel paste (exact) or a per-image decoder fine-tune. "
                    "Ranked by masked CLIP similarity when a CLIP model is given.")
-    CATEGORY = CATEGORY
-    FUNCTION = "edit"
-    RETURN_TYPES = RETURN_TYPES
-    RETURN_NAMES = RETURN_NAMES
-    OUTPUT_TOOLTIPS = OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -160,6 +157,7 @@ class LL_BlendedLatentDiffusion:
         return {"required": req,
                 "optional": {"clip": ("LL_CLIP", {"tooltip": "CLIP model to rank the samples (optional)"})}}
 
+    @node_function
     def edit(self, diffusion, image, mask, prompt, steps, start, samples, cfg, seed, feather,
              negative_prompt, background_fix, decoder_steps, clip=None):
         node = type(self).__name__

@@ -12,19 +12,20 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..engine.errors import CorruptFileError, InputError
 from ..engine.io import colour as io_colour
 from ..engine.io import (COMPRESSIONS, MissingFramesError, PlateInfo, load_image, over,
                          resolve_files)
+from ..engine.executor import ancestors, is_link
 from ..engine.frames import parse_frames
+from ..engine.io.preview import preview_frames, write_png8
 from ..engine.io.save import (LAYER_INPUTS, LOSSY_COMPRESSIONS, expected_outputs, parse_metadata,
                               save_edit_exr)
 from ..engine.io.sequence import parse_pattern
 from ._convert import image_to_nchw, mask_to_n1hw, n1hw_to_mask, nchw_to_image
-from ._runtime import animated_preview, comfy_dir, resolve_path
+from ._runtime import animated_preview, comfy_dir, node_function, resolve_path
 
 CATEGORY = "LiveLayers/io"
 
@@ -67,42 +68,21 @@ def input_choices(folder: str | None) -> list[str]:
     return [PICK_NONE, *sorted(entries)]
 
 
-def _picked_file(image: str) -> str:
-    """The file (or pattern) a picked 'image' entry names: ComfyUI's annotated
-    names ("x.png [input]") through folder_paths, else relative to the input folder."""
-    try:
-        import folder_paths
-        return folder_paths.get_annotated_filepath(image)
-    except ImportError:
-        return resolve_path(image, "input")
-
-
 def _source(path: str, image: str, node: str) -> str:
-    """What to load: 'path' when given, else the picked 'image' (exactly one of them)."""
+    """What to load: 'path' when given, else the picked 'image' (exactly one of them).
+    Both may carry ComfyUI's folder annotation ("x.png [output]"); without one
+    a relative name is in the input folder (``_runtime.resolve_path``)."""
     path = path.strip() if isinstance(path, str) else path
     picked = isinstance(image, str) and image.strip() not in ("", PICK_NONE)
     if path and picked:
         raise InputError(node, "image", f"is {image!r} while 'path' is {path!r}",
                          f"one of them: clear 'path' to load the picked file, or set 'image' to {PICK_NONE!r}")
     if picked:
-        return _picked_file(image.strip())
+        return resolve_path(image, "input")
     if not isinstance(path, str) or not path:
         raise InputError(node, "path", "is empty and no 'image' is picked",
                          "an image file or a pattern like plate.####.exr, or a file picked/uploaded in 'image'")
-    path, folder = _annotated(path)
-    return resolve_path(path, folder)
-
-
-_FOLDER_NOTE = re.compile(r"^(.*\S)\s+\[(input|output|temp)\]$")
-
-
-def _annotated(path: str) -> tuple[str, str]:
-    """ComfyUI's folder annotation on a relative path ("run/atlas_edit.png
-    [output]" = a file an earlier graph wrote): (path, folder). Without one
-    the folder is "input". Headless every folder is the working directory, so
-    the same graph reads the same file both ways."""
-    m = _FOLDER_NOTE.match(path)
-    return (m.group(1), m.group(2)) if m else (path, "input")
+    return resolve_path(path, "input")
 
 
 class LL_LoadImage:
@@ -177,6 +157,7 @@ class LL_LoadImage:
             raise InputError(cls.__name__, "frames" if "frame range" in str(e) else "path",
                              str(e)) from e
 
+    @node_function
     def load(self, path, frames="", colourspace="auto", layer="", image=PICK_NONE):
         node = type(self).__name__
         source = _source(path, image, node)
@@ -219,6 +200,7 @@ class LL_Composite:
             "background": ("IMAGE", {"tooltip": "The plate to composite over, same size as the layer."}),
         }}
 
+    @node_function
     def composite(self, layer_image, layer_alpha, background):
         node = type(self).__name__
         colour = image_to_nchw(layer_image, node, "layer_image")
@@ -247,10 +229,6 @@ def _broadcast_batch(named: dict[str, torch.Tensor], node: str) -> int:
             raise InputError(node, name, f"has batch {t.shape[0]} while another input has {n}",
                              f"batch 1 (reused for every frame) or {n}")
     return n
-
-
-_IMAGE_LAYERS = ("source", "composite", "greenscreen", "uv_fg", "uv_bg", "atlas")
-_MASK_LAYERS = ("alpha", "relevancy")
 
 
 class LL_SaveEXR:
@@ -360,6 +338,7 @@ class LL_SaveEXR:
         if isinstance(path, str):
             _check_output_path(node, path, frames if isinstance(frames, str) else "")
 
+    @node_function
     def save(self, path, edit_image=None, edit_alpha=None, source=None, composite=None, alpha=None,
              relevancy=None, greenscreen=None, uv_fg=None, uv_bg=None, atlas=None, plate=None,
              frames="", compression="zip", colourspace="auto", colour_depth="half",
@@ -431,28 +410,10 @@ _TEXT_PROVENANCE = ("prompt", "roi_text", "screen_prompt", "negative_prompt", "s
 _MODEL_INPUTS = {"LL_LoadCLIP": "model", "LL_LoadDINO": "model", "LL_LoadDiffusion": "spec"}
 
 
-def _is_link(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
-
-
-def _ancestors(workflow: dict, node_id: str) -> list[str]:
-    """Ids of the nodes feeding ``node_id``, nearest first (breadth-first over links)."""
-    seen, order, queue = {str(node_id)}, [], [str(node_id)]
-    while queue:
-        inputs = (workflow.get(queue.pop(0)) or {}).get("inputs") or {}
-        for value in inputs.values():
-            src = str(value[0]) if _is_link(value) else None
-            if src is not None and src not in seen and src in workflow:
-                seen.add(src)
-                order.append(src)
-                queue.append(src)
-    return order
-
-
 def _literal(workflow: dict, value, want: type, hops: int = 4):
     """A literal input value, following links through text/primitive nodes
     (ComfyUI's PrimitiveString* hold theirs in 'value'); None if there is none."""
-    while _is_link(value) and hops > 0:
+    while is_link(value) and hops > 0:
         inputs = (workflow.get(str(value[0])) or {}).get("inputs") or {}
         value = next((inputs[k] for k in ("value", "text", "string", "prompt") if k in inputs), None)
         hops -= 1
@@ -469,23 +430,23 @@ def graph_provenance(workflow: dict, node_id: str) -> dict:
     a prompt), with ``edit_node`` ("3 LL_Text2LIVE") and ``models`` (the specs
     of the model loaders upstream).
     """
-    ancestors = _ancestors(workflow, node_id)
+    upstream = ancestors(workflow, node_id)
 
     def value(nid, name, want):
         return _literal(workflow, (workflow[nid].get("inputs") or {}).get(name), want)
 
-    source = next((n for n in ancestors if value(n, "prompt", str) is not None), None)
+    source = next((n for n in upstream if value(n, "prompt", str) is not None), None)
     meta: dict = {}
     if source is not None:
         meta["edit_node"] = f"{source} {workflow[source].get('class_type', '')}".strip()
         meta.update({k: value(source, k, str).strip() for k in _TEXT_PROVENANCE
                      if value(source, k, str) is not None})
     for name in ("seed", "steps"):
-        holders = ([source] if source is not None else []) + ancestors
+        holders = ([source] if source is not None else []) + upstream
         found = next((value(n, name, int) for n in holders if value(n, name, int) is not None), None)
         if found is not None:
             meta[name] = int(found)
-    models = [value(n, _MODEL_INPUTS[workflow[n].get("class_type")], str) for n in ancestors
+    models = [value(n, _MODEL_INPUTS[workflow[n].get("class_type")], str) for n in upstream
               if workflow[n].get("class_type") in _MODEL_INPUTS]
     if any(models):
         meta["models"] = [m for m in models if m]
@@ -515,27 +476,14 @@ def _preview_ui(tensors: dict[str, torch.Tensor]) -> dict:
     """What ComfyUI shows under the node (nothing headless): a sequence plays
     as one animated WEBP of what was saved, a single frame is a PNG."""
     temp = comfy_dir("temp")
-    shown = _shown(tensors)
+    shown = preview_frames(tensors)
     if temp is None or shown is None:
         return {"images": []}
     if shown.shape[0] > 1:
         return animated_preview(shown)
-    import OpenImageIO as oiio
-    name = f"livelayers_{hashlib.sha1(os.urandom(8)).hexdigest()[:10]}.png"
-    pixels = np.ascontiguousarray(shown[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy())  # display only
-    oiio.ImageBuf(pixels).write(str(Path(temp) / name), "uint8")
+    name = f"livelayers_{os.urandom(5).hex()}.png"
+    write_png8(Path(temp) / name, shown[0])
     return {"images": [{"filename": name, "subfolder": "", "type": "temp"}]}
-
-
-def _shown(tensors: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """The frames a preview shows (N, 3, H, W): the composite, else the edit
-    over its source (or grey), else the first image layer."""
-    if "composite" in tensors:
-        return tensors["composite"]
-    if "edit_image" in tensors:
-        bg = tensors.get("source", torch.full_like(tensors["edit_image"], 0.5))
-        return over(tensors["edit_image"], tensors["edit_alpha"], bg)
-    return next((tensors[k] for k in _IMAGE_LAYERS if k in tensors), None)
 
 
 NODE_CLASS_MAPPINGS = {"LL_LoadImage": LL_LoadImage, "LL_Composite": LL_Composite, "LL_SaveEXR": LL_SaveEXR}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..engine.device import DEVICES, PRECISIONS
 from ..engine.errors import InputError
 from ..engine.models.clip import load_clip
-from ._runtime import comfy_models_dir
+from ._runtime import comfy_models_dir, node_function
 
 DEFAULT_CLIP = "toy-clip"
 
@@ -34,6 +34,7 @@ class LL_LoadCLIP:
                           "auto = bf16/fp16 autocast on GPU, fp32 on CPU. Weights stay fp32."}),
         }}
 
+    @node_function
     def load(self, model: str, device: str = "auto", precision: str = "auto"):
         spec = (model or "").strip()
         if not spec:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..engine.device import DEVICES
 from ..engine.errors import InputError, LiveLayersError
 from ._convert import image_to_nchw, n1hw_to_mask, nchw_to_image
-from ._runtime import comfy_models_dir, progress_for
+from ._runtime import comfy_models_dir, node_function, progress_for
 
 DEFAULT_DINO = "toy-dino"
 
@@ -30,6 +30,7 @@ class LL_LoadDINO:
                        "auto = CUDA if present, else MPS, else CPU."}),
         }}
 
+    @node_function
     def load(self, model: str, device: str = "auto"):
         from ..engine.models.dino import load_dino
         spec = (model or "").strip()
@@ -135,13 +136,14 @@ class LL_LearnableRegions:
                         "Diffusion samples per box edit; the best-ranked one is used."}),
         }}
 
+    @node_function
     def run(self, dino, clip, diffusion, image, prompt, anchors=3, boxes_per_anchor=5, steps=30,
             diffusion_steps=100, seed=0, source_prompt="a photo", smallest_box=0.2,
             largest_box=0.8, samples=2, objective="gumbel", mode="exhaustive", proposals_per_anchor=1,
             region_model="toy-regions", rank="score"):
         import json
 
-        from ..engine.regions import MODES, box_sizes_for, diffusion_editor, learn_regions
+        from ..engine.regions import MODES, box_sizes_for, diffusion_editor, learn_regions, quiet_progress
         node = "LL_LearnableRegions"
         x = image_to_nchw(image, node)
         if x.shape[0] != 1:
@@ -152,14 +154,10 @@ class LL_LearnableRegions:
         if mode not in MODES:
             raise InputError(node, "mode", f"is {mode!r}", ", ".join(MODES))
         model = _region_model(region_model, node) if mode != "exhaustive" else None
-        from ..engine.progress import Progress, stop_requested
         progress = progress_for(node)
-        # the diffusion runs report to a quiet reporter (one bar for the whole node) that
-        # still stops when the node's reporter would
-        quiet = Progress(should_stop=lambda: stop_requested() or bool(
-            progress.should_stop is not None and progress.should_stop()), label=node)
+        # one bar for the whole node: the box edits report to a quiet reporter that stops with it
         editor = diffusion_editor(diffusion, clip, prompt, steps=diffusion_steps, samples=samples,
-                                  seed=seed, progress=quiet)
+                                  seed=seed, progress=quiet_progress(progress, node))
         result = learn_regions(dino, clip, editor, x, prompt, K=anchors,
                                box_sizes=box_sizes_for(boxes_per_anchor, smallest_box, largest_box),
                                mode=mode, proposals_per_anchor=proposals_per_anchor, region_model=model,

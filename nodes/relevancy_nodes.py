@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..engine.errors import InputError
 from ..engine.relevancy import relevancy_map
 from ._convert import image_to_nchw, n1hw_to_mask
-from ._runtime import progress_for
+from ._runtime import node_function, progress_for
 
 NODE = "LL_Relevancy"
 
@@ -39,6 +39,7 @@ class LL_Relevancy:
                               "from the end (e.g. '10' = Text2LIVE's block 11 of ViT-B/32)."}),
         }}
 
+    @node_function
     def run(self, clip, image, text, negative_text="", blocks="last", custom_blocks=""):
         if not hasattr(clip, "image_forward"):
             raise InputError(NODE, "clip", f"is a {type(clip).__name__}", "an LL_CLIP from LL_LoadCLIP")

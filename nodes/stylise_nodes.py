@@ -4,16 +4,14 @@
 widgets to engine calls. MASK outputs are the layer's alpha (1 = object)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..engine.atlas import Atlas, load_atlas, save_atlas
+from ..engine.atlas import Atlas, load_matching, save_atlas
 from ..engine.atlas.products import atlas_image, check_resolution
-from ..engine.errors import CorruptFileError, InputError
-from ..engine.frames import parse_frames
+from ..engine.errors import InputError
 from ..engine.stylise import StyliseSettings, render_stylised, stylise_atlas
 from ..engine.stylise.trainer import check_inputs, fingerprint
+from . import _widgets as W
 from ._convert import image_to_nchw, n1hw_to_mask, nchw_to_image
-from ._runtime import progress_for, resolve_path
+from ._runtime import node_function, progress_for, resolve_path
 
 CATEGORY = "LiveLayers/video"
 _D = StyliseSettings()
@@ -36,17 +34,8 @@ def _term_inputs() -> dict:
     for term, tip in _TERM_TIPS.items():
         out[f"use_{term}"] = ("BOOLEAN", {"default": True, "tooltip":
                               f"Switch the {tip} term on or off (ablation: see what it does)."})
-        out[f"lambda_{term}"] = ("FLOAT", {"default": getattr(_D, f"lambda_{term}"), "min": 0.0,
-                                 "max": 1000.0, "step": 0.01, "tooltip": f"Weight of the {tip} term."})
+        out[f"lambda_{term}"] = W.weight(getattr(_D, f"lambda_{term}"), f"Weight of the {tip} term.")
     return out
-
-
-def _frame_indices(atlas: Atlas, expr: str, node: str) -> list[int]:
-    try:
-        numbers = parse_frames(expr)
-    except ValueError as e:
-        raise InputError(node, "frames", f"is {expr!r}", "an Open Job Description range like '1-10'") from e
-    return atlas.indices(numbers, node)
 
 
 def _check_atlas(atlas, node: str) -> Atlas:
@@ -54,17 +43,6 @@ def _check_atlas(atlas, node: str) -> Atlas:
         raise InputError(node, "atlas", f"is a {type(atlas).__name__}",
                          "LL_ATLAS from LL_AtlasDecompose, LL_LoadAtlas or LL_StyliseVideoObject")
     return atlas
-
-
-def _reuse(path: str, fp: str) -> Atlas | None:
-    """The stylised atlas saved at ``path`` when it was made by this very job."""
-    if not path or not Path(path).is_file():
-        return None
-    try:
-        done = load_atlas(path)
-    except CorruptFileError:
-        return None  # overwritten after training
-    return done if done.info.get("fingerprint") == fp else None
 
 
 class LL_StyliseVideoObject:
@@ -115,14 +93,12 @@ class LL_StyliseVideoObject:
                             "object."}),
                 "batch_frames": ("INT", {"default": _D.batch_frames, "min": 1, "max": 64, "tooltip":
                                  "Frames per step (paper: 3, as t1 < t2 < t3 for the temporal term)."}),
-                "steps": ("INT", {"default": _D.steps, "min": 1, "max": 1000000, "tooltip":
-                          "Training iterations (paper: 2000)."}),
+                "steps": W.steps(_D.steps, "Training iterations (paper: 2000).", most=1000000),
                 "lr": ("FLOAT", {"default": _D.lr, "min": 1e-7, "max": 1.0, "step": 1e-5, "round": False,
                        "tooltip": "Adam learning rate, x0.9 every 200 steps (paper: 1e-4 for an MLP "
                                   "atlas; the toy hash-grid atlases use 3e-2)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 63 - 1, "tooltip":
-                         "Seed of every random choice (frames, views, prefixes); same seed and inputs "
-                         "= same result on the CPU."}),
+                "seed": W.seed("Seed of every random choice (frames, views, prefixes); same seed and "
+                               "inputs = same result on the CPU."),
             },
             "optional": {
                 **_term_inputs(),
@@ -138,11 +114,9 @@ class LL_StyliseVideoObject:
                 "atlas_path": ("STRING", {"default": "", "tooltip":
                                "Where to save the stylised atlas (LL_LoadAtlas reads it in render jobs). "
                                "If it already holds this job's result, training is skipped. '' = not saved."}),
-                "run_dir": ("STRING", {"default": "", "tooltip":
-                            "Folder for checkpoints; the same inputs and run_dir resume an interrupted "
-                            "run. '' = no checkpoints."}),
-                "device": (["auto", "cpu", "cuda"], {"default": "auto", "tooltip":
-                           "Where the atlas field trains: auto = the GPU when present."}),
+                "run_dir": W.run_dir("Folder for checkpoints; the same inputs and run_dir resume an "
+                                     "interrupted run. '' = no checkpoints."),
+                "device": W.device("Where the atlas field trains: auto = the GPU when present."),
                 "mlp_lr_ratio": ("FLOAT", {"default": _D.mlp_lr_ratio, "min": 0.001, "max": 1.0,
                                  "step": 0.01, "tooltip":
                                  "Hash-grid atlases: the field's small MLP learns at lr x this, its "
@@ -150,6 +124,7 @@ class LL_StyliseVideoObject:
             },
         }
 
+    @node_function
     def run(self, clip, atlas, frames, global_text, local_text, prefixes, n_global, n_local,
             batch_frames, steps, lr, seed, use_global=True, lambda_global=_D.lambda_global,
             use_local=True, lambda_local=_D.lambda_local, use_temporal=True,
@@ -173,7 +148,7 @@ class LL_StyliseVideoObject:
         check_inputs(atlas, clip, global_text, local_text, s, node)
         texts = (global_text.strip(), local_text.strip())
         atlas_path = resolve_path(atlas_path, "output")  # relative: ComfyUI's output folder
-        done = _reuse(atlas_path, fingerprint(atlas, clip, texts, s, int(seed)))
+        done = load_matching(atlas_path, fingerprint(atlas, clip, texts, s, int(seed)))  # this job's, saved
         if done is None:
             done = stylise_atlas(clip, atlas, *texts, settings=s, seed=int(seed), device=device,
                                  run_dir=resolve_path(run_dir, "output") or None,
@@ -217,15 +192,12 @@ class LL_StyliseRender:
             },
         }
 
+    @node_function
     def run(self, atlas, frames="", plate=None, alpha_cutoff=-1.0):
         node = type(self).__name__
         atlas = _check_atlas(atlas, node)
-        indices = _frame_indices(atlas, frames, node)
-        p = None
-        if plate is not None:
-            p = image_to_nchw(plate, node, "plate")
-            if p.shape[0] == atlas.n_frames and len(indices) != atlas.n_frames:
-                p = p[indices]  # the whole clip was given: pick the rendered frames
+        indices = atlas.indices(frames, node)
+        p = atlas.plate_for(None if plate is None else image_to_nchw(plate, node, "plate"), indices)
         cut = None if alpha_cutoff < 0 else float(alpha_cutoff)
         layer, alpha, comp = render_stylised(atlas, indices, p, cutoff=cut, node=node)
         return (nchw_to_image(layer), n1hw_to_mask(alpha), nchw_to_image(comp))

@@ -4,39 +4,22 @@ widgets to engine calls. MASK outputs are the edit's alpha (1 = edit present).""
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import torch
 
 from ..engine.errors import InputError
-from ..engine.text2live.generator import (GeneratorConfig, SkipGenerator, load_generator,
-                                          save_generator)
+from ..engine.text2live.generator import SkipGenerator, load_generator, save_generator
 from ..engine.text2live.settings import DISTANCES, RELEVANCY_BLOCKS, Text2LIVESettings
 from ..engine.text2live.trainer import render, train_text2live
+from . import _widgets as W
 from ._convert import image_to_nchw, mask_to_n1hw, n1hw_to_mask, nchw_to_image
-from ._runtime import progress_for, resolve_path
+from ._runtime import node_function, progress_for, resolve_path
 
 CATEGORY = "LiveLayers/text2live"
 _D = Text2LIVESettings()
 
 _ALPHA_TIP = ("Alpha of the edit layer [B,H,W], 1 = edit present (LL convention; core compositing "
               "nodes expect 1 - alpha: use InvertMask before JoinImageWithAlpha).")
-
-
-def _weight(default: float, tip: str, step: float = 0.01):
-    return ("FLOAT", {"default": default, "min": 0.0, "max": 1000.0, "step": step, "tooltip": tip})
-
-
-def _output_path(path: str) -> str:
-    """Relative paths go to ComfyUI's output folder inside ComfyUI, the working directory headless."""
-    path = os.path.expanduser(path.strip())
-    if os.path.isabs(path):
-        return path
-    try:
-        import folder_paths
-        return os.path.join(folder_paths.get_output_directory(), path)
-    except ImportError:
-        return path
 
 
 def _check_generator(generator, node: str) -> SkipGenerator:
@@ -77,10 +60,9 @@ class LL_Text2LIVE:
 
     @classmethod
     def INPUT_TYPES(cls):
-        g = _D.generator
         return {
             "required": {
-                "clip": ("LL_CLIP", {"tooltip": "CLIP model from LL_LoadCLIP (ViT-B/32 in the paper)."}),
+                "clip": W.text2live_clip(),
                 "image": ("IMAGE", {"tooltip": "The image to edit [1,H,W,3] (one image; both sides >= 32)."}),
                 "prompt": ("STRING", {"default": "", "multiline": False, "tooltip":
                            "The edit target text T, e.g. 'blue circle' or 'fire'. Templates such as "
@@ -89,55 +71,41 @@ class LL_Text2LIVE:
                              "Text of the region to edit (T_ROI), e.g. 'circle'. Origin of the direction "
                              "loss and text of the relevancy bootstrap. '' = no direction loss, and no "
                              "bootstrap unless a mask is given."}),
-                "steps": ("INT", {"default": _D.steps, "min": 1, "max": 100000, "tooltip":
-                          "Training steps (paper: 1000), one crop per step."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip":
-                         "Seed of the generator's init and every augmentation; same seed = same result on CPU."}),
+                "steps": W.steps(_D.steps, "Training steps (paper: 1000), one crop per step."),
+                "seed": W.seed("Seed of the generator's init and every augmentation; same seed = same "
+                               "result on CPU."),
                 "resolution": ("INT", {"default": _D.resolution, "min": 0, "max": 8192, "tooltip":
                                "Short side of the image the generator trains on (paper: 512); 0 = the "
                                "input's own size. Outputs are always at the input's full size."}),
             },
             "optional": {
-                "screen_prompt": ("STRING", {"default": "", "tooltip":
-                                  "Text for the green-screen loss; '' = '{prompt} over a green screen.' "
-                                  "and '{prompt} in front of a green screen.'"}),
+                "screen_prompt": W.screen_prompt(),
                 "bootstrap_mask": ("MASK", {"tooltip":
                                    "Optional [1,H,W] mask (1 = edit here) of the image's size; replaces "
                                    "the relevancy map as the bootstrap target."}),
                 "views": ("INT", {"default": _D.views, "min": 1, "max": 64, "tooltip":
                           "CLIP views per loss (paper: 16): the whole image plus random augmented crops."}),
-                "lambda_comp": _weight(_D.lambda_comp, "Weight of the composition loss (CLIP + direction)."),
-                "lambda_screen": _weight(_D.lambda_screen, "Weight of the green-screen CLIP loss."),
-                "lambda_structure": _weight(_D.lambda_structure, "Weight of the structure (token "
-                                            "self-similarity) loss; higher keeps the layout closer."),
-                "lambda_sparsity": _weight(_D.lambda_sparsity, "Weight of the alpha sparsity regulariser "
-                                           "(λ_r); higher = smaller edit area."),
-                "lambda_l1": _weight(_D.lambda_l1, "L1 share of the sparsity term (mean alpha).", 0.001),
-                "lambda_l0": _weight(_D.lambda_l0, "Soft-L0 share of the sparsity term "
-                                     "(mean of 2*sigmoid(5*alpha) - 1).", 0.001),
-                "bootstrap_weight": _weight(_D.bootstrap_weight, "Initial weight of MSE(alpha, relevancy "
-                                            "or mask); 0 = no bootstrapping.", 0.1),
-                "bootstrap_steps": ("INT", {"default": _D.bootstrap_steps, "min": 0, "max": 100000,
-                                    "tooltip": "The bootstrap weight falls linearly to 0 over these steps."}),
-                "relevancy_blocks": (list(RELEVANCY_BLOCKS), {"default": _D.relevancy_blocks, "tooltip":
-                                     "Relevancy rollout over the last ViT block (paper) or all blocks "
-                                     "(needed by tiny ViTs such as the toy CLIP)."}),
-                "distance": (list(DISTANCES), {"default": _D.distance, "tooltip":
-                             "CLIP distance: spherical (official code) or cosine."}),
-                "generator_scales": ("INT", {"default": g.scales, "min": 1, "max": 10, "tooltip":
-                                     "U-Net scales of the generator (paper: 7)."}),
-                "generator_channels": ("INT", {"default": g.channels_down, "min": 4, "max": 512, "tooltip":
-                                       "Channels per scale, down and up (paper: 128)."}),
-                "run_dir": ("STRING", {"default": "", "tooltip":
-                            "Folder for checkpoints and generator.safetensors; running again with the same "
-                            "inputs and folder resumes. '' = no checkpoints. Relative: ComfyUI's "
-                            "output folder (headless: the working directory)."}),
+                "lambda_comp": W.weight(_D.lambda_comp, "Weight of the composition loss (CLIP + direction)."),
+                "lambda_screen": W.lambda_screen(_D),
+                "lambda_structure": W.weight(_D.lambda_structure, "Weight of the structure (token "
+                                             "self-similarity) loss; higher keeps the layout closer."),
+                "lambda_sparsity": W.weight(_D.lambda_sparsity, "Weight of the alpha sparsity regulariser "
+                                            "(λ_r); higher = smaller edit area."),
+                "lambda_l1": W.weight(_D.lambda_l1, "L1 share of the sparsity term (mean alpha).", 0.001),
+                "lambda_l0": W.weight(_D.lambda_l0, "Soft-L0 share of the sparsity term "
+                                      "(mean of 2*sigmoid(5*alpha) - 1).", 0.001),
+                **W.bootstrap_inputs(_D, "alpha"),
+                **W.generator_inputs(_D.generator),
+                "run_dir": W.run_dir("Folder for checkpoints and generator.safetensors; running again "
+                                     "with the same inputs and folder resumes. '' = no checkpoints. "
+                                     "Relative: ComfyUI's output folder (headless: the working directory)."),
                 "tile": ("INT", {"default": 0, "min": 0, "max": 16384, "tooltip":
                          "Final full-resolution pass in tiles of this size (>= 64) with feathered "
                          "overlap, when one pass does not fit in memory; 0 = one pass."}),
             },
         }
 
+    @node_function
     def run(self, clip, image, prompt, roi_text, steps, seed, resolution, screen_prompt="",
             bootstrap_mask=None, views=_D.views, lambda_comp=_D.lambda_comp,
             lambda_screen=_D.lambda_screen, lambda_structure=_D.lambda_structure,
@@ -171,8 +139,7 @@ class LL_Text2LIVE:
             lambda_sparsity=lambda_sparsity, lambda_l1=lambda_l1, lambda_l0=lambda_l0,
             bootstrap_weight=bootstrap_weight, bootstrap_steps=bootstrap_steps,
             relevancy_blocks=relevancy_blocks, distance=distance,
-            generator=replace(GeneratorConfig(), scales=generator_scales,
-                              channels_down=generator_channels, channels_up=generator_channels))
+            generator=W.generator_config(generator_scales, generator_channels))
         result = train_text2live(clip, x, prompt.strip(), roi_text=roi_text.strip() or None,
                                  screen_text=screen_prompt.strip() or None, bootstrap_mask=mask,
                                  settings=settings, seed=seed,
@@ -208,6 +175,7 @@ class LL_ApplyGenerator:
             },
         }
 
+    @node_function
     def apply(self, generator, image, tile=0):
         node = type(self).__name__
         gen = _check_generator(generator, node)
@@ -235,12 +203,13 @@ class LL_SaveGenerator:
                      "working directory)."}),
         }}
 
+    @node_function
     def save(self, generator, path):
         node = type(self).__name__
         gen = _check_generator(generator, node)
         if not isinstance(path, str) or not path.strip().endswith(".safetensors"):
             raise InputError(node, "path", f"is {path!r}", "a file name ending in .safetensors")
-        written = str(save_generator(gen, _output_path(path)))
+        written = str(save_generator(gen, resolve_path(path, "output")))
         return {"ui": {"text": [written]}, "result": (written,)}
 
 
@@ -270,9 +239,10 @@ class LL_LoadGenerator:
 
     @staticmethod
     def _file(path: str) -> str:
-        p = _output_path(path)
+        p = resolve_path(path, "output")
         return os.path.join(p, "generator.safetensors") if os.path.isdir(p) else p
 
+    @node_function
     def load(self, path):
         node = type(self).__name__
         if not isinstance(path, str) or not path.strip():

@@ -5,23 +5,18 @@ engine call. Render the atlas edit with LL_AtlasRender (any frame range,
 farm chunks from the saved files)."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from ..engine.device import PRECISIONS
 from ..engine.errors import InputError
-from ..engine.text2live.generator import GeneratorConfig
 from ..engine.text2live.settings import DISTANCES, RELEVANCY_BLOCKS, VIDEO_LAYERS, VideoSettings
 from ..engine.text2live.video import EDIT_FILE, GENERATOR_FILE, render_video, train_text2live_video
+from . import _widgets as W
 from ._convert import image_to_nchw, mask_to_n1hw, n1hw_to_mask, nchw_to_image
-from ._runtime import progress_for, resolve_path
+from ._runtime import node_function, progress_for, resolve_path
 
 CATEGORY = "LiveLayers/video"
 _D = VideoSettings()
-
-
-def _weight(default: float, tip: str, step: float = 0.01):
-    return ("FLOAT", {"default": default, "min": 0.0, "max": 1000.0, "step": step, "tooltip": tip})
 
 
 class LL_Text2LIVEVideo:
@@ -52,10 +47,9 @@ class LL_Text2LIVEVideo:
 
     @classmethod
     def INPUT_TYPES(cls):
-        g = _D.generator
         return {
             "required": {
-                "clip": ("LL_CLIP", {"tooltip": "CLIP model from LL_LoadCLIP (ViT-B/32 in the paper)."}),
+                "clip": W.text2live_clip(),
                 "atlas": ("LL_ATLAS", {"tooltip": "The clip's decomposition (LL_AtlasDecompose or "
                                                   "LL_LoadAtlas); at least 3 frames."}),
                 "frames": ("IMAGE", {"tooltip": "The plate: every frame of the atlas [N,H,W,3], at the "
@@ -70,11 +64,9 @@ class LL_Text2LIVEVideo:
                 "layer": (list(VIDEO_LAYERS), {"default": _D.layer, "tooltip":
                           "Which atlas layer to edit: fg = the foreground object, bg = the background "
                           "scene (one at a time, as in the paper)."}),
-                "steps": ("INT", {"default": _D.steps, "min": 1, "max": 100000, "tooltip":
-                          "Training steps (paper, video: 3000), one space-time crop each."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip":
-                         "Seed of the generator's init, the crops and every augmentation; same seed = "
-                         "same result on the CPU."}),
+                "steps": W.steps(_D.steps, "Training steps (paper, video: 3000), one space-time crop each."),
+                "seed": W.seed("Seed of the generator's init, the crops and every augmentation; same seed = "
+                               "same result on the CPU."),
                 "atlas_resolution": ("INT", {"default": _D.atlas_resolution, "min": 0, "max": 8192,
                                      "tooltip": "Longer side of the atlas image the generator runs on "
                                                 "and the edit is made at; 0 = about 2 atlas pixels per "
@@ -84,34 +76,23 @@ class LL_Text2LIVEVideo:
                           "CLIP views per loss and per frame of a crop (paper, video: 6)."}),
             },
             "optional": {
-                "screen_prompt": ("STRING", {"default": "", "tooltip":
-                                  "Text for the green-screen loss; '' = '{prompt} over a green screen.' "
-                                  "and '{prompt} in front of a green screen.'"}),
+                "screen_prompt": W.screen_prompt(),
                 "bootstrap_masks": ("MASK", {"tooltip":
                                     "Optional [N,H,W] masks (1 = edit here), one per frame; replace the "
                                     "relevancy maps as the bootstrap target."}),
-                "run_dir": ("STRING", {"default": "", "tooltip":
-                            "Folder for checkpoint.pt, generator.safetensors and atlas_edit.png (the "
-                            "file farm render graphs load). The same inputs and folder resume. '' = no "
-                            "files. Relative: ComfyUI's output folder (headless: the working directory)."}),
-                "device": (["auto", "cpu", "cuda"], {"default": "auto", "tooltip":
-                           "auto = the CLIP model's device."}),
+                "run_dir": W.run_dir("Folder for checkpoint.pt, generator.safetensors and atlas_edit.png "
+                                     "(the file farm render graphs load). The same inputs and folder "
+                                     "resume. '' = no files. Relative: ComfyUI's output folder (headless: "
+                                     "the working directory)."),
+                "device": W.device("auto = the CLIP model's device."),
                 "precision": (list(PRECISIONS), {"default": _D.precision, "tooltip":
                               "Generator arithmetic: auto = bf16/fp16 autocast on CUDA, fp32 on the CPU."}),
-                "lambda_structure": _weight(_D.lambda_structure, "Weight of the structure (token "
-                                            "self-similarity) loss (paper, video: 3)."),
-                "lambda_sparsity": _weight(_D.lambda_sparsity, "Weight of the alpha sparsity regulariser "
-                                           "on the atlas edit (paper, video: 0.1)."),
-                "lambda_screen": _weight(_D.lambda_screen, "Weight of the green-screen CLIP loss."),
-                "bootstrap_weight": _weight(_D.bootstrap_weight, "Initial weight of MSE(frame alpha, "
-                                            "relevancy or mask); 0 = no bootstrapping.", 0.1),
-                "bootstrap_steps": ("INT", {"default": _D.bootstrap_steps, "min": 0, "max": 100000,
-                                    "tooltip": "The bootstrap weight falls linearly to 0 over these steps."}),
-                "relevancy_blocks": (list(RELEVANCY_BLOCKS), {"default": _D.relevancy_blocks, "tooltip":
-                                     "Relevancy rollout over the last ViT block (paper) or all blocks "
-                                     "(needed by tiny ViTs such as the toy CLIP)."}),
-                "distance": (list(DISTANCES), {"default": _D.distance, "tooltip":
-                             "CLIP distance: spherical (official code) or cosine."}),
+                "lambda_structure": W.weight(_D.lambda_structure, "Weight of the structure (token "
+                                             "self-similarity) loss (paper, video: 3)."),
+                "lambda_sparsity": W.weight(_D.lambda_sparsity, "Weight of the alpha sparsity regulariser "
+                                            "on the atlas edit (paper, video: 0.1)."),
+                "lambda_screen": W.lambda_screen(_D),
+                **W.bootstrap_inputs(_D, "frame alpha"),
                 "box_margin": ("INT", {"default": _D.box_margin, "min": 0, "max": 4096, "tooltip":
                                "fg crops: frame pixels added around the object (opacity >= 0.95); "
                                "paper: 30 at 768x432."}),
@@ -120,13 +101,11 @@ class LL_Text2LIVEVideo:
                                  "than the frame = whole frames."}),
                 "whole_every": ("INT", {"default": _D.whole_every, "min": 1, "max": 100000, "tooltip":
                                 "The whole atlas (and whole frames) every N steps (paper: 75)."}),
-                "generator_scales": ("INT", {"default": g.scales, "min": 1, "max": 10, "tooltip":
-                                     "U-Net scales of the generator (paper: 7)."}),
-                "generator_channels": ("INT", {"default": g.channels_down, "min": 4, "max": 512, "tooltip":
-                                       "Channels per scale, down and up (paper: 128)."}),
+                **W.generator_inputs(_D.generator),
             },
         }
 
+    @node_function
     def run(self, clip, atlas, frames, prompt, roi_text, layer, steps, seed, atlas_resolution, views,
             screen_prompt="", bootstrap_masks=None, run_dir="", device="auto",
             precision=_D.precision, lambda_structure=_D.lambda_structure,
@@ -140,7 +119,7 @@ class LL_Text2LIVEVideo:
         for name, value, allowed in (("layer", layer, VIDEO_LAYERS),
                                      ("relevancy_blocks", relevancy_blocks, RELEVANCY_BLOCKS),
                                      ("distance", distance, DISTANCES), ("precision", precision, PRECISIONS),
-                                     ("device", device, ("auto", "cpu", "cuda"))):
+                                     ("device", device, W.DEVICES)):
             if value not in allowed:
                 raise InputError(node, name, f"is {value!r}", " | ".join(allowed))
         if atlas_resolution != 0 and not 16 <= atlas_resolution <= 8192:
@@ -155,8 +134,7 @@ class LL_Text2LIVEVideo:
             bootstrap_steps=int(bootstrap_steps), relevancy_blocks=relevancy_blocks, distance=distance,
             box_margin=int(box_margin), box_min_size=int(box_min_size), whole_every=int(whole_every),
             device=device, precision=precision,
-            generator=replace(GeneratorConfig(), scales=generator_scales,
-                              channels_down=generator_channels, channels_up=generator_channels))
+            generator=W.generator_config(generator_scales, generator_channels))
         folder = resolve_path(run_dir, "output") or None
         result = train_text2live_video(clip, atlas, plate, prompt.strip(), roi_text=roi_text.strip() or None,
                                        screen_text=screen_prompt.strip() or None, bootstrap_masks=masks,

@@ -7,7 +7,7 @@ import torch
 
 from livelayers.engine.atlas.flow import clip_flows, flow_function, load_raft
 from livelayers.engine.errors import InputError, ModelNotFoundError
-from livelayers.engine.toyworld import scenes
+from livelayers.toyworld import scenes
 
 
 def shifted_pair(dx: int = 3):
@@ -65,7 +65,7 @@ def test_small_frames_get_full_resolution_dis_so_motion_is_not_underestimated():
     ~1.30 px of a true 1.5 px/frame motion (a painted atlas mark then lags its
     object); refined at full resolution ~1.48."""
     from livelayers.engine.atlas.flow import dis_finest_scale
-    from livelayers.engine.atlas.synthetic import make_toy_clip
+    from livelayers.toyworld.clips import make_toy_clip
     clip = make_toy_clip(n_frames=4, height=64, width=64, seed=0, shape="circle", texture="checkered")
     inside = (clip.masks > 0.99).float()
     inner = (-torch.nn.functional.max_pool2d(-inside, 7, 1, 3) > 0.5)[:3, 0]   # eroded by 3 px

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from livelayers.engine.atlas.synthetic import make_toy_clip
 from livelayers.engine.errors import CorruptFileError, InputError
 from livelayers.nodes import atlas_nodes as an
+from livelayers.toyworld.clips import make_toy_clip
 
 
 def test_node_contract():

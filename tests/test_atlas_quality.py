@@ -11,7 +11,7 @@ from livelayers.engine.atlas import AtlasSettings, decompose, load_atlas, save_a
 from livelayers.engine.atlas.measure import disc_edit, track_errors
 from livelayers.engine.atlas.products import extract
 from livelayers.engine.atlas.render import render_edit
-from livelayers.engine.atlas.synthetic import make_toy_clip
+from livelayers.toyworld.clips import make_toy_clip
 
 # Measured on this machine (steps=250, batch 2048, hash encoding, masks given):
 # PSNR 36.1 dB, IoU 0.982, mark error <= 0.14 px (0.70 px before DIS ran at full

@@ -13,9 +13,9 @@ from livelayers.engine.atlas.bootstrap import guided_filter, soft_target, text_b
 from livelayers.engine.atlas.flow import clip_flows
 from livelayers.engine.atlas.measure import opacity_iou, track_errors
 from livelayers.engine.atlas.store import MapCache
-from livelayers.engine.atlas.synthetic import make_toy_clip
 from livelayers.engine.errors import InputError
 from livelayers.nodes import atlas_nodes as an
+from livelayers.toyworld.clips import make_toy_clip
 
 # Measured on this machine (8 frames 64x64, checkered red circle moving (1.5, 0.5)
 # px/frame over grass panning -1 px/frame; 250 steps, default settings, no masks),

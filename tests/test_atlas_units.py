@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from livelayers.engine.atlas import AtlasSettings, decompose, load_atlas, save_atlas
+from livelayers.engine.atlas import (AtlasSettings, decompose, decompose_or_reuse, load_atlas, load_matching,
+                                    save_atlas)
 from livelayers.engine.atlas.encoding import HashGrid, PositionalEncoding
 from livelayers.engine.atlas.products import atlas_grid, extract, stmap
 from livelayers.engine.atlas.render import Edit, render_edit
-from livelayers.engine.atlas.synthetic import make_toy_clip
 from livelayers.engine.errors import Cancelled, CorruptFileError, InputError
 from livelayers.engine.progress import Progress
+from livelayers.toyworld.clips import make_toy_clip
 
 TINY = dict(steps=12, batch=256, levels=4, map_levels=3, log2_table=10, hidden=16, checkpoint_every=5)
 
@@ -163,6 +164,42 @@ def test_atlas_file_round_trip(tiny_atlas, tmp_path):
     torch.testing.assert_close(back.frame_maps([2])[0], tiny_atlas.frame_maps([2])[0])
 
 
+def test_load_matching_takes_only_this_jobs_atlas(tiny_atlas, tmp_path):
+    path = tmp_path / "a.atlas.safetensors"
+    fp = tiny_atlas.info["fingerprint"]
+    assert load_matching(path, fp) is None and load_matching(None, fp) is None   # no file
+    save_atlas(tiny_atlas, path)
+    assert load_matching(path, fp).info["fingerprint"] == fp
+    assert load_matching(path, "another job's fingerprint") is None
+    path.write_bytes(b"not an atlas")
+    assert load_matching(path, fp) is None                                      # damaged: made again
+
+
+def test_decompose_or_reuse_decomposes_once(clip, tiny_atlas, tmp_path):
+    path = tmp_path / "once.atlas.safetensors"
+    args = (clip.frames, clip.masks, AtlasSettings(**TINY), 1, path)
+    first = decompose_or_reuse(*args, device="cpu", frame_numbers=[1001, 1002, 1003, 1004])
+    assert first.info["fingerprint"] == tiny_atlas.info["fingerprint"] and path.is_file()
+    stamp = path.stat().st_mtime_ns
+    steps = []
+    again = decompose_or_reuse(*args, device="cpu", progress=Progress(lambda s, t, i: steps.append(s)))
+    assert steps == [] and path.stat().st_mtime_ns == stamp                     # reused, not trained
+    torch.testing.assert_close(again.frame_maps([1])[0], first.frame_maps([1])[0])
+    other = decompose_or_reuse(clip.frames, clip.masks, AtlasSettings(**TINY), 2, path, device="cpu")
+    assert other.info["fingerprint"] != first.info["fingerprint"] and path.stat().st_mtime_ns != stamp
+
+
+def test_indices_read_frame_range_text_and_plates_are_cut_to_the_frames(tiny_atlas):
+    assert tiny_atlas.indices("1002-1003", "LL_AtlasRender") == [1, 2]
+    assert tiny_atlas.indices("", "LL_AtlasRender") == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="input 'frames' is 'x-y'.*Open Job Description"):
+        tiny_atlas.indices("x-y", "LL_AtlasRender")
+    plate = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 2, 2)
+    assert tiny_atlas.plate_for(plate, [1, 3])[:, 0, 0, 0].tolist() == [1.0, 3.0]  # whole clip: cut
+    assert tiny_atlas.plate_for(plate[:2], [1, 3]).shape[0] == 2                   # as given
+    assert tiny_atlas.plate_for(None, [1]) is None
+
+
 def test_corrupt_and_mismatched_atlas_files_are_rejected(tiny_atlas, tmp_path):
     from safetensors.torch import load_file, save_file
     good = save_atlas(tiny_atlas, tmp_path / "good.safetensors")
@@ -215,6 +252,23 @@ def test_interrupt_and_resume_equals_uninterrupted(clip, tmp_path):
     with pytest.raises(CorruptFileError, match="different"):
         decompose(clip.frames, clip.masks, settings, seed=6, device="cpu", run_dir=tmp_path)
 
+
+
+def test_more_steps_resume_a_finished_run_and_a_saved_atlas_is_not_mistaken_for_it(clip, tmp_path):
+    """Asking a finished run folder for more steps continues it from its last
+    step (as Text2LIVE does) instead of refusing the folder or starting over;
+    the atlas it makes is a new product (its fingerprint names the steps)."""
+    from dataclasses import replace
+    short = AtlasSettings(**TINY)
+    first = decompose(clip.frames, clip.masks, short, seed=5, device="cpu", run_dir=tmp_path)
+    longer = replace(short, steps=short.steps + 4)
+    seen = []
+    extended = decompose(clip.frames, clip.masks, longer, seed=5, device="cpu", run_dir=tmp_path,
+                         progress=Progress(callback=lambda s, t, info: seen.append((s, t))))
+    assert seen == [(s, longer.steps) for s in range(short.steps + 1, longer.steps + 1)]
+    assert extended.info["fingerprint"] != first.info["fingerprint"]
+    assert any(not torch.equal(a, b) for a, b in zip(first.fields.state_dict().values(),
+                                                     extended.fields.state_dict().values()))
 
 def test_same_seed_same_result_and_input_errors(clip, tiny_atlas):
     again = decompose(clip.frames, clip.masks, AtlasSettings(**TINY), seed=1, device="cpu")

@@ -80,7 +80,7 @@ class _Trainer:
 
 def test_progress_reaches_comfyui_with_previews(fake_comfy):
     node = _Trainer()
-    run = _runtime.with_autograd(_Trainer.run)
+    run = _runtime.node_function(_Trainer.run)
     assert run(node, 5) == (5,)
     values = [(v, t) for v, t, _ in fake_comfy["updates"]]
     assert values == [(i, 5) for i in range(1, 6)]
@@ -93,7 +93,7 @@ def test_progress_reaches_comfyui_with_previews(fake_comfy):
 def test_interrupt_saves_the_checkpoint_and_leaves_as_comfyuis_exception(fake_comfy):
     node = _Trainer()
     _Trainer.saved.clear()
-    run = _runtime.with_autograd(_Trainer.run)
+    run = _runtime.node_function(_Trainer.run)
     real_hook_updates = fake_comfy["updates"]
 
     class Stopper(list):  # press Cancel after the third update
@@ -113,7 +113,7 @@ def test_interrupt_saves_the_checkpoint_and_leaves_as_comfyuis_exception(fake_co
 
 def test_headless_cancel_stays_cancelled():
     from livelayers.engine import progress
-    run = _runtime.with_autograd(_Trainer.run)
+    run = _runtime.node_function(_Trainer.run)
     progress.request_stop()
     try:
         with pytest.raises(Cancelled):
@@ -122,11 +122,23 @@ def test_headless_cancel_stays_cancelled():
         progress.clear_stop()
 
 
+def test_every_node_function_carries_the_decorator():
+    """Each registered node's FUNCTION method is decorated with
+    ``@node_function`` in its own class (nodes/__init__.py wraps nothing)."""
+    from livelayers.nodes import NODE_CLASS_MAPPINGS
+    missing = [name for name, cls in NODE_CLASS_MAPPINGS.items()
+               if not getattr(getattr(cls, cls.FUNCTION), "__ll_node_function__", False)]
+    assert missing == [], f"add @node_function above the FUNCTION method of {missing}"
+
+
 def test_relative_paths_resolve_in_comfyuis_folders(fake_comfy):
     d = fake_comfy["dir"]
     assert _runtime.resolve_path("runs/a", "output") == str(d / "output" / "runs" / "a")
     assert _runtime.resolve_path("/abs/a", "output") == "/abs/a"
     assert _runtime.resolve_path("", "output") == ""
+    # ComfyUI's folder annotation picks the folder, whatever the node's default
+    assert _runtime.resolve_path("run/e.png [output]", "input") == str(d / "output" / "run" / "e.png")
+    assert _runtime.resolve_path("e.png [temp]", "output") == str(d / "temp" / "e.png")
 
 
 def test_input_list_collapses_sequences(tmp_path):

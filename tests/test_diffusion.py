@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from livelayers.engine import augment as W
 from livelayers.engine.diffusion import common, edit_region, pixel
 from livelayers.engine.diffusion.latent import latent_mask, shrink_schedule
 from livelayers.engine.errors import InputError, ModelNotFoundError
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 def tiny_pixel():
     """A random (untrained) UNet2DModel of the toy-DDPM architecture as a pixel handle."""
     from livelayers.engine.models.diffusion import DiffusionHandle
-    from livelayers.engine.toyworld.train_ddpm import build_scheduler, build_unet
+    from livelayers.toyworld.train_ddpm import build_scheduler, build_unet
     torch.manual_seed(0)
     unet = build_unet().eval().requires_grad_(False)
     return DiffusionHandle("pixel", unet, build_scheduler(), 32, 3, 3, "epsilon", torch.device("cpu"))
@@ -113,7 +114,7 @@ def test_views_first_is_clean_and_differentiable():
 def test_homography_maps_corners():
     src = torch.tensor([[-1.0, -1], [1, -1], [1, 1], [-1, 1]])
     dst = torch.tensor([[-0.8, -0.9], [0.7, -1], [1, 0.6], [-0.9, 1]])
-    h = common._homography(src, dst)
+    h = W.homography(src, dst)[0]              # the solver diffusion's views use (engine/augment.py)
     p = torch.cat([src, torch.ones(4, 1)], 1) @ h.T
     assert torch.allclose(p[:, :2] / p[:, 2:], dst, atol=1e-5)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from livelayers.engine.diffusion import edit_region
-from livelayers.engine.toyworld import scenes
+from livelayers.toyworld import scenes
 
 # Measured with the committed toy models (docs/diffusion.md "Measured"), seeds 0 / 10:
 # mean masked CLIP similarity guided − unguided 0.154 / 0.448, best sample 0.327 / 0.444;

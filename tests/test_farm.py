@@ -281,6 +281,12 @@ def test_readme_export_line_writes_the_pair_job(tmp_path, monkeypatch, capsys):
     params = {p["name"]: p["default"] for p in template["parameterDefinitions"]}
     assert params["WorkflowFile"] == "atlas_render.json"
     assert params["TrainWorkflowFile"] == "atlas.json"
+    # tasks run in OpenJD's session folder: the graphs' relative paths point
+    # at the folder the job was exported from
+    assert params["Root"] == str(tmp_path.resolve())
+    for step in steps.values():
+        args_ = step["script"]["actions"]["onRun"]["args"]
+        assert args_[args_.index("--root") + 1] == "{{Param.Root}}"
     job = farm.validate_openjd(template, out)
     chunks = [parse_frames(c) for c in farm.openjd_chunks(job)]
     assert chunks == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]]
@@ -331,3 +337,27 @@ def test_frame_range_beyond_the_plate_is_refused(tmp_path, monkeypatch, capsys):
     from livelayers.nodes import NODE_CLASS_MAPPINGS
     farm.make_job(tmp_path / "later.json", "1-100", 10, train_graph="examples/atlas.json",
                   registry=NODE_CLASS_MAPPINGS)
+
+
+def test_run_root_resolves_the_graphs_relative_paths(tmp_path, monkeypatch, capsys):
+    """`run --root DIR` from another working directory reads and writes where
+    the graph's relative paths point from DIR (what a farm task does)."""
+    from livelayers.__main__ import main
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "examples").symlink_to(ROOT / "examples")
+    graph = {"1": {"class_type": "LL_LoadImage",
+                   "inputs": {"path": "examples/assets/toy_scene.png", "frames": "",
+                              "colourspace": "auto", "layer": ""}},
+             "2": {"class_type": "LL_SaveEXR",
+                   "inputs": {"composite": ["1", 0], "plate": ["1", 2], "path": "out/still.####.exr",
+                              "frames": ""}}}
+    (project / "graph.json").write_text(json.dumps(graph))
+    elsewhere = tmp_path / "session"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["run", str(project / "graph.json"), "--progress", "none"]) == 2  # not found here
+    assert main(["run", str(project / "graph.json"), "--progress", "none", "--root", str(project)]) == 0
+    assert (project / "out" / "still.0001.exr").is_file() and not (elsewhere / "out").exists()
+    assert main(["run", str(project / "graph.json"), "--root", str(tmp_path / "nope")]) == 2
+    assert "--root" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import torch
 
 from livelayers.engine.errors import InputError
 from livelayers.engine.io import exr_is_complete, read_exr_header, read_exr_layers
-from livelayers.engine.toyworld.scenes import random_scene, render_scene
+from livelayers.toyworld.scenes import random_scene, render_scene
 from livelayers.nodes.io_nodes import LL_Composite, LL_LoadImage, LL_SaveEXR
 
 HALF_TOL = 2e-3

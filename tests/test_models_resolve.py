@@ -156,6 +156,11 @@ def test_verify_detects_a_flipped_byte_and_a_missing_file(local_catalogue):
     w.unlink()
     report = catalogue.verify_models(path=plugin)
     assert report.models[0].status == "missing" and "missing" in report.format()
+    # the whole catalogue: what is not on this machine is listed, not a failure;
+    # a model named on the command line must be here
+    assert report.exit_code == 0 and "can be fetched" in report.format()
+    named = catalogue.verify_models([report.models[0].id], path=plugin)
+    assert named.exit_code == 1 and "PROBLEMS" in named.format()
     with pytest.raises(ValueError, match="unknown model id"):
         catalogue.verify_models(["nope"], path=plugin)
 
@@ -196,3 +201,29 @@ def test_cli_verify_exit_codes(local_catalogue, monkeypatch, capsys):
     args = parser.parse_args(["models", "fetch", "toy", "--offline"])
     assert args.func(args) == 0  # local models need no download: it says where they are
     assert str(model) in capsys.readouterr().out
+
+
+def test_docs_update_hashes_command_on_a_copy_of_plugin_json(tmp_path, monkeypatch, capsys):
+    """docs/models.md's `python -c "...update_hashes(['toy-clip'])"`, run verbatim
+    in-process against a copy of plugin.json (run as is it would rewrite the
+    package's own file): it reports toy-clip and records the files as they are."""
+    import shlex
+    import shutil
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    command = next(line for line in doc.splitlines()
+                   if line.startswith("python -c") and "update_hashes" in line)
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "-c"]
+    real = catalogue.PLUGIN_JSON
+    copy = tmp_path / "plugin.json"
+    shutil.copy(real, copy)
+    monkeypatch.setattr(catalogue, "PLUGIN_JSON", copy)
+    exec(compile(argv[2], "<docs/models.md>", "exec"), {})
+    assert capsys.readouterr().out.strip() == "['toy-clip']"
+    recorded = {f["path"]: f for f in catalogue.get_entry("toy-clip", copy)["files"]}
+    shipped = catalogue.manifest.shipped_folder(catalogue.get_entry("toy-clip", real))
+    assert set(recorded) == {"open_clip_config.json", "open_clip_model.safetensors"}
+    for name, f in recorded.items():
+        assert f["sha256"] == catalogue.sha256_file(shipped / name)
+        assert f["size"] == (shipped / name).stat().st_size

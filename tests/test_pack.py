@@ -96,7 +96,7 @@ def test_nodes_train_even_under_comfyui_inference_mode():
     gradients through CLIP, and the loader's weights must be usable by autograd."""
     import torch
     from livelayers.nodes import NODE_CLASS_MAPPINGS as N
-    from livelayers.engine.toyworld import scenes
+    from livelayers.toyworld import scenes
     import numpy as np
 
     scene = scenes.random_scene(np.random.default_rng(3), 2, distinct=True)
@@ -117,5 +117,24 @@ def test_pyproject_lists_every_package():
     found = {"livelayers"} | {
         "livelayers." + ".".join(p.parent.relative_to(ROOT).parts)
         for p in ROOT.glob("*/**/__init__.py")
-        if p.parent.relative_to(ROOT).parts[0] in ("engine", "nodes", "ui")}
+        if p.parent.relative_to(ROOT).parts[0] in ("engine", "nodes", "toyworld", "ui")}
     assert found == listed
+
+
+def test_install_models_fetch_failure_is_one_line(monkeypatch, capsys):
+    """`python install.py --models ID` on a machine without network: one line, exit 1."""
+    import importlib.util
+    from livelayers.engine.models import catalogue
+    from livelayers.engine.models.resolve import DownloadError
+    spec = importlib.util.spec_from_file_location("ll_install", ROOT / "install.py")
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+
+    def offline(model_id, **kw):
+        raise DownloadError(f"could not download {model_id}: <urlopen error [Errno -3] no network>")
+    monkeypatch.setattr(catalogue, "fetch_model", offline)
+    monkeypatch.setattr(install, "_catalogue", lambda: catalogue)
+    assert install.models(["sd-2-1-base"], dry_run=False) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["livelayers install: sd-2-1-base: could not download sd-2-1-base: "
+                   "<urlopen error [Errno -3] no network>"]

@@ -15,6 +15,7 @@ from livelayers.engine.regions import (RegionNetwork, anchors_from_attention, bo
                                        colour_in_prompt, edit_losses, gumbel_softmax_st,
                                        rank_candidates, ranking_scores, recolour_editor,
                                        region_losses, roi_features, top_k_peaks, train_anchor)
+from livelayers.toyworld.scenes import COLOURS
 
 
 # ------------------------------------------------------------------ anchors
@@ -102,7 +103,7 @@ def test_gumbel_st_seeded_one_hot_and_global_rng_untouched():
 def _toy_scene(seed=3, size=64):
     import numpy as np
 
-    from livelayers.engine.toyworld import scenes
+    from livelayers.toyworld import scenes
     rng = np.random.default_rng(seed)
     sc = scenes.random_scene(rng, 1)
     img, masks = scenes.render_scene(sc, size)
@@ -112,7 +113,7 @@ def _toy_scene(seed=3, size=64):
 def _four_box_setup(toy_clip):
     sc, image, _ = _toy_scene()
     prompt = f"a blue {sc.objects[0].shape}"
-    editor = recolour_editor(prompt)
+    editor = recolour_editor(prompt, colours=COLOURS)
     boxes = box_proposals(torch.tensor([[32.0, 32.0]]), (0.2, 0.4, 0.6, 0.8), (64, 64))[0]
     edits = torch.cat([editor(image, box_mask(b, (64, 64))) for b in boxes])
     return edits, clip_targets(toy_clip, image, prompt, "a photo")
@@ -184,7 +185,7 @@ def test_gradient_reaches_logits_image_objective(toy_clip):
     <d loss / d X_o, Edit_j> for every box (not only the sampled one)."""
     sc, image, _ = _toy_scene()
     prompt = f"a blue {sc.objects[0].shape}"
-    editor = recolour_editor(prompt)
+    editor = recolour_editor(prompt, colours=COLOURS)
     boxes = box_proposals(torch.tensor([[32.0, 32.0]]), (0.2, 0.4, 0.6, 0.8), (64, 64))[0]
     edits = torch.cat([editor(image, box_mask(b, (64, 64))) for b in boxes])
     torch.manual_seed(0)
@@ -235,13 +236,13 @@ def test_rank_candidates_uses_clip_cosines(toy_clip):
 def test_recolour_editor_changes_only_the_mask():
     _, image, _ = _toy_scene()
     mask = box_mask((8, 8, 24, 24), (64, 64))
-    out = recolour_editor("a blue star")(image, mask)
+    out = recolour_editor("a blue star", colours=COLOURS)(image, mask)
     assert torch.equal(out * (1 - mask), image * (1 - mask))
     inside = out[0, :, 8:24, 8:24]
     assert (inside[2] > inside[0]).all() and (inside[2] > inside[1]).all()  # blue dominates
-    assert colour_in_prompt("A Purple circle.")[0] == "purple"
+    assert colour_in_prompt("A Purple circle.", COLOURS)[0] == "purple"
     with pytest.raises(InputError, match="names no colour"):
-        recolour_editor("a circle")
+        recolour_editor("a circle", colours=COLOURS)
 
 
 # ------------------------------------------------------------------- errors
@@ -250,7 +251,7 @@ def test_learn_regions_input_errors(toy_clip):
     from livelayers.engine.models.dino import DINOHandle, ViT, ViTConfig
     from livelayers.engine.regions import learn_regions
     dino = DINOHandle(ViT(ViTConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2)))
-    ed = recolour_editor("a red circle")
+    ed = recolour_editor("a red circle", colours=COLOURS)
     img = torch.rand(1, 3, 32, 32)
     with pytest.raises(InputError, match="LL_LearnableRegions: input 'image'"):
         learn_regions(dino, toy_clip, ed, torch.rand(2, 3, 32, 32), "a red circle")
@@ -277,7 +278,7 @@ def test_learn_regions_small_run_is_deterministic(toy_clip):
     dino = DINOHandle(ViT(ViTConfig(image_size=64, patch_size=8, width=32, depth=2, heads=2)))
     sc, image, _ = _toy_scene()
     prompt = f"a blue {sc.objects[0].shape}"
-    runs = [learn_regions(dino, toy_clip, recolour_editor(prompt), image, prompt, K=2, M=3,
+    runs = [learn_regions(dino, toy_clip, recolour_editor(prompt, colours=COLOURS), image, prompt, K=2, M=3,
                           mode="per-image", proposals_per_anchor=0, steps=3, seed=7) for _ in range(2)]
     r = runs[0]
     assert r.history == runs[1].history and r.box == runs[1].box
@@ -389,7 +390,7 @@ def test_foreground_recolour_paints_the_object_not_the_background():
     obj = masks[0] >= 0.5
     ys, xs = torch.nonzero(obj, as_tuple=True)
     x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-    edit = recolour_editor("a blue star", region="foreground")
+    edit = recolour_editor("a blue star", region="foreground", colours=COLOURS)
     changed = lambda out: (out - image).abs().sum(1)[0] > 0.05   # noqa: E731
     big = changed(edit(image, box_mask((max(0, x0 - 6), max(0, y0 - 6), x1 + 6, y1 + 6), (64, 64))))
     assert big[obj].float().mean() > 0.9           # the object is repainted
@@ -402,7 +403,7 @@ def test_foreground_recolour_paints_the_object_not_the_background():
     inner = edit(image, box_mask((cx - 2, cy - 2, cx + 2, cy + 2), (64, 64)))
     assert torch.equal(inner, image)
     with pytest.raises(InputError, match="'region'"):
-        recolour_editor("a blue star", region="blob")
+        recolour_editor("a blue star", region="blob", colours=COLOURS)
 
 
 # ---------------------------------------------------- the amortised network
@@ -486,7 +487,7 @@ def test_modes_editor_runs_and_choices(toy_clip):
     prompt = f"a blue {sc.objects[0].shape}"
     common = dict(K=3, M=4, seed=1, source_prompt=f"a {sc.objects[0].colour} {sc.objects[0].shape}")
     seen = []
-    ed = _Counting(recolour_editor(prompt, region="foreground"))
+    ed = _Counting(recolour_editor(prompt, region="foreground", colours=COLOURS))
     ex = learn_regions(dino, toy_clip, ed, image, prompt, mode="exhaustive",
                        progress=Progress(callback=lambda s, t, info: seen.append((s, t, info))), **common)
     k = ex.anchors.shape[0]
@@ -496,7 +497,7 @@ def test_modes_editor_runs_and_choices(toy_clip):
     assert ex.choices == [int(row.argmin()) for row in ex.box_losses]
     assert ex.best_anchor == int(ex.scores.argmax())
     for r in (1, 2):
-        ed = _Counting(recolour_editor(prompt, region="foreground"))
+        ed = _Counting(recolour_editor(prompt, region="foreground", colours=COLOURS))
         am = learn_regions(dino, toy_clip, ed, image, prompt, mode="amortised", proposals_per_anchor=r,
                            region_model=model, **common)
         assert ed.calls == am.editor_runs == k * r
@@ -505,7 +506,7 @@ def test_modes_editor_runs_and_choices(toy_clip):
         assert torch.allclose(am.box_losses[am.edited], ex.box_losses[am.edited], atol=1e-5)  # same edits
         for a, j in enumerate(am.choices):
             assert am.edited[a, j] and am.box_losses[a, j] == am.box_losses[a][am.edited[a]].min()
-    ed = _Counting(recolour_editor(prompt, region="foreground"))
+    ed = _Counting(recolour_editor(prompt, region="foreground", colours=COLOURS))
     pi = learn_regions(dino, toy_clip, ed, image, prompt, mode="per-image", proposals_per_anchor=2,
                        region_model=model, steps=4, **common)
     assert ed.calls == pi.editor_runs == 2 * k and len(pi.history[0]) == 4
@@ -516,7 +517,7 @@ def test_modes_editor_runs_and_choices(toy_clip):
 def test_mode_input_errors(toy_clip):
     from livelayers.engine.regions import AmortisedRegionNetwork, RegionModel, learn_regions
     dino, model = _tiny_setup(toy_clip)
-    img, ed = torch.rand(1, 3, 64, 64), recolour_editor("a red circle")
+    img, ed = torch.rand(1, 3, 64, 64), recolour_editor("a red circle", colours=COLOURS)
     run = lambda **kw: learn_regions(dino, toy_clip, ed, img, "a red circle", K=1, M=3, **kw)  # noqa: E731
     with pytest.raises(InputError, match="'mode'.*exhaustive, amortised, per-image"):
         run(mode="greedy")
@@ -562,6 +563,21 @@ def test_toy_region_model_loads_by_catalogue_id():
     assert m.dino == "toy-dino" and m.clip == "toy-clip"
 
 
+def test_quiet_progress_shows_nothing_but_stops_with_the_callers():
+    from livelayers.engine.errors import Cancelled
+    from livelayers.engine.progress import Progress
+    from livelayers.engine.regions import quiet_progress
+    stop, seen = [False], []
+    caller = Progress(callback=lambda s, t, i: seen.append(s), should_stop=lambda: stop[0], label="LL_X")
+    quiet = quiet_progress(caller)
+    quiet.update(1, 10)
+    assert seen == [] and quiet.label == "LL_X"         # the caller's bar is not touched
+    stop[0] = True
+    with pytest.raises(Cancelled):
+        quiet.update(2, 10)
+    quiet_progress(Progress()).update(1, 1)               # a caller without a stop hook
+
+
 def test_learnable_regions_node_amortised_reports_editor_runs(assets, toy_clip, monkeypatch):
     """The node in amortised mode with the toy models (the diffusion editor
     swapped for the recolour editor): K editor runs, reported in 'info'."""
@@ -573,7 +589,7 @@ def test_learnable_regions_node_amortised_reports_editor_runs(assets, toy_clip, 
     calls = []
 
     def fake_diffusion_editor(handle, clip, prompt, **kw):
-        inner = recolour_editor(prompt, region="foreground")
+        inner = recolour_editor(prompt, region="foreground", colours=COLOURS)
         return lambda image, mask: calls.append(1) or inner(image, mask)
 
     monkeypatch.setattr(regions, "diffusion_editor", fake_diffusion_editor)
@@ -594,7 +610,7 @@ def test_train_regions_script_runs_and_resumes(tmp_path, one_thread):
     a second run with the same run_dir reuses the edited tables and the
     checkpoint and gives the same weights."""
     from livelayers.engine.regions import load_region_model
-    from livelayers.engine.toyworld import train_regions
+    from livelayers.toyworld import train_regions
     args = ["--images", "4", "--steps", "3", "--eval-images", "0", "--threads", "1",
             "--run-dir", str(tmp_path / "run")]
     train_regions.main(["--out", str(tmp_path / "a"), *args])

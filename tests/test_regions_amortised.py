@@ -1,7 +1,7 @@
 """The amortised region network earns its name: on held-out toy tasks it
 reaches (nearly) the exhaustive search's quality with 1/M of its editor runs.
 
-Tasks (engine/toyworld/train_regions.py, scene seeds the network never saw):
+Tasks (toyworld/train_regions.py, scene seeds the network never saw):
 recolour one object of a 1-2 object scene, prompt "a <new colour> <shape>",
 source prompt "a <old colour> <shape>", toy DINO (K = 3 anchors), M = 7
 boxes, toy recolour editor (foreground), toy CLIP. Every proposal is edited
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from livelayers.engine.toyworld import train_regions as T
+from livelayers.toyworld import train_regions as T
 
 N_64 = 16    # tasks per seed at 64 px (3 seeds)
 N_OTHER = 12  # tasks at 32 and 128 px (seed 101)
@@ -78,7 +78,7 @@ def test_exhaustive_well_above_random_and_anchors_on_objects(tables, model):
 def test_real_runs_match_the_table(model):
     """learn_regions in exhaustive and amortised mode on two held-out tasks:
     the editor runs K·M and K·r times and picks the box the table predicts."""
-    from livelayers.engine.regions import learn_regions, recolour_editor
+    from livelayers.engine.regions import learn_regions
     dino, clip = T.load_toy_models()
     rng = np.random.default_rng(T.EVAL_SEEDS[1])
     for i in range(2):
@@ -86,12 +86,12 @@ def test_real_runs_match_the_table(model):
         tab = T.proposal_table(dino, clip, task)
         k, m = tab.loss.shape
         kw = dict(K=T.K_ANCHORS, box_sizes=T.BOX_SIZES, source_prompt=task.source_prompt)
-        ex = learn_regions(dino, clip, recolour_editor(task.prompt, region="foreground"), task.image,
+        ex = learn_regions(dino, clip, T.toy_editor(task.prompt), task.image,
                            task.prompt, mode="exhaustive", **kw)
         assert ex.editor_runs == k * m
         assert torch.allclose(ex.box_losses, tab.loss, atol=1e-5)
         for r in (1, 2):
-            am = learn_regions(dino, clip, recolour_editor(task.prompt, region="foreground"), task.image,
+            am = learn_regions(dino, clip, T.toy_editor(task.prompt), task.image,
                                task.prompt, mode="amortised", proposals_per_anchor=r, region_model=model, **kw)
             assert am.editor_runs == k * r
             chosen = T.top_r(model.network(tab.roi, tab.text, tab.geometry), r)

@@ -166,3 +166,40 @@ def test_toy_dino_asset_loads(assets):
     out = h(torch.rand(1, 3, 64, 64))
     assert out.attention.shape == (1, h.heads, 8, 8)
     assert torch.isfinite(out.features).all()
+
+
+@pytest.mark.parametrize("size", [(32, 32), (40, 24)], ids=["native", "interpolated"])
+def test_matches_transformers_vit_model(size):
+    """Our ViT, loaded through convert_hf_vit, equals transformers' own
+    ViTModel (random weights, eager attention): last hidden state and every
+    block's attention, at the trained size and with interpolated positions."""
+    from transformers import ViTConfig as HFConfig
+    from transformers import ViTModel
+    torch.manual_seed(5)
+    hf_cfg = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=3,
+                  num_attention_heads=4, intermediate_size=80, layer_norm_eps=1e-6,
+                  hidden_act="gelu", qkv_bias=True)
+    ref = ViTModel(HFConfig(**hf_cfg, attn_implementation="eager"), add_pooling_layer=False).eval()
+    with torch.no_grad():
+        for p in ref.parameters():  # LayerNorms and biases non-trivial too
+            p.add_(torch.randn_like(p) * 0.2)
+    state, cfg = convert_hf_vit(ref.state_dict(), {"model_type": "vit", **hf_cfg})
+    ours = ViT(cfg).eval()
+    ours.load_state_dict(state, strict=True)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        want = ref(pixel_values=x, output_attentions=True, interpolate_pos_encoding=size != (32, 32))
+        p = ours.patch_embed(x)
+        t = torch.cat([ours.cls_token.expand(2, -1, -1), p.flatten(2).transpose(1, 2)], 1)
+        t = t + interpolate_pos_embed(ours.pos_embed, *p.shape[-2:])
+        attentions = []
+        for blk in ours.blocks:
+            t, a = blk(t)
+            attentions.append(a)
+        tokens, last, grid = ours(x)
+    assert grid == (size[0] // 8, size[1] // 8)
+    assert torch.allclose(tokens, want.last_hidden_state, atol=1e-5)
+    assert torch.allclose(last, want.attentions[-1], atol=1e-5)
+    assert len(want.attentions) == len(attentions) == 3
+    for a, b in zip(attentions, want.attentions):
+        assert torch.allclose(a, b, atol=1e-5)

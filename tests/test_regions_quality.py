@@ -17,7 +17,7 @@ import torch
 from livelayers.engine.regions import (RegionNetwork, box_iou, box_mask, dino_anchors,
                                        box_losses, box_proposals, box_sizes_for, clip_targets,
                                        learn_regions, recolour_editor, roi_features, train_anchor)
-from livelayers.engine.toyworld import scenes
+from livelayers.toyworld import scenes
 
 SIZE = 64
 # Thresholds from measurements on this machine (docs/regions.md), with margin.
@@ -93,7 +93,7 @@ def _box_choice_trial(dino, clip, scene, seeds, steps, sizes):
     centre = torch.tensor([[(bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2]])
     boxes = box_proposals(centre, sizes, (SIZE, SIZE))[0]
     covers = [box_iou(b.tolist(), bbox) >= 0.5 for b in boxes]
-    editor = recolour_editor(prompt)
+    editor = recolour_editor(prompt, colours=scenes.COLOURS)
     edits = torch.cat([editor(image, box_mask(b, (SIZE, SIZE))) for b in boxes])
     roi = roi_features(dino(image).feature_map(), boxes, (SIZE, SIZE))
     targets = clip_targets(clip, image, prompt, "a photo")
@@ -150,7 +150,7 @@ def test_end_to_end_with_blended_diffusion(toy_dino, toy_clip, assets):
     """A small run with the real pixel blended-diffusion editor on the toy
     DDPM (32 px): the edit stays inside the chosen box and changes it."""
     if not (assets / "toy_ddpm").is_dir():
-        pytest.skip("toy DDPM not built (engine/toyworld/train_ddpm.py)")
+        pytest.skip("toy DDPM not built (toyworld/train_ddpm.py)")
     from livelayers.engine.models.diffusion import load_diffusion
     from livelayers.engine.regions import diffusion_editor
     ddpm = load_diffusion(str(assets / "toy_ddpm"), kind="pixel", device="cpu")

@@ -8,7 +8,7 @@ import torch
 
 from livelayers.engine.errors import InputError
 from livelayers.engine.relevancy import parse_blocks, relevancy_map, relevancy_rollout
-from livelayers.engine.toyworld import scenes
+from livelayers.toyworld import scenes
 
 # Measured with the toy CLIP (1500 steps) on these 48 scenes: colour 1.00, shape 0.50,
 # colour+shape 1.00 with blocks="all" (bench/relevancy_quality.py,

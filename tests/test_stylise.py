@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from livelayers.engine.atlas import AtlasSettings, decompose, load_atlas
-from livelayers.engine.atlas.synthetic import make_toy_clip
 from livelayers.engine.errors import Cancelled, CorruptFileError, InputError
 from livelayers.engine.progress import Progress
 from livelayers.engine.stylise import (StyliseSettings, apply_prefix, is_stylised, layer_alpha,
@@ -21,6 +20,7 @@ from livelayers.engine.stylise import losses as L
 from livelayers.engine.stylise import views as V
 from livelayers.engine.stylise.render import composite_layer
 from livelayers.nodes import stylise_nodes as sn
+from livelayers.toyworld.clips import make_toy_clip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -198,6 +198,22 @@ def test_resume_is_bit_identical_and_the_source_stays_frozen(tiny, toy_clip, tmp
         stylise_atlas(toy_clip, atlas, "a green circle", "green", s, seed=3, device="cpu",
                       run_dir=tmp_path / "run")
 
+
+
+def test_more_steps_resume_a_finished_stylisation(tiny, toy_clip, tmp_path):
+    """A finished run folder asked for more steps continues from its last step."""
+    from dataclasses import replace
+    clip, atlas = tiny
+    s = StyliseSettings(**TINY)
+    first = stylise_atlas(toy_clip, atlas, "a blue circle", "blue", s, seed=3, device="cpu",
+                          run_dir=tmp_path / "run")
+    seen = []
+    more = replace(s, steps=s.steps + 2)
+    extended = stylise_atlas(toy_clip, atlas, "a blue circle", "blue", more, seed=3, device="cpu",
+                             run_dir=tmp_path / "run",
+                             progress=Progress(callback=lambda step, t, info: seen.append(step)))
+    assert seen == list(range(s.steps + 1, more.steps + 1)) and extended.steps == more.steps
+    assert extended.losses["total"][:s.steps] == first.losses["total"]  # the history carried on
 
 def test_nodes_save_reuse_render_chunks_and_errors(tiny, toy_clip, tmp_path):
     clip, atlas = tiny

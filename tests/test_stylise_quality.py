@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from livelayers.engine.atlas import load_atlas
-from livelayers.engine.atlas.synthetic import make_toy_clip
 from livelayers.engine.io import load_image, read_exr_layers
 from livelayers.engine.stylise import StyliseSettings, render_stylised, stylise_atlas
 from livelayers.engine.stylise import losses as L
 from livelayers.engine.stylise.render import frame_colour
 from livelayers.engine.stylise.trainer import object_boxes
+from livelayers.toyworld.clips import make_toy_clip
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -97,6 +97,9 @@ def measure(toy_clip, clip, styl) -> dict:
         "rise": (emb @ text - src @ text).tolist(),           # per frame
         "track_step": (track[1:] - track[:-1]).norm(dim=1).max().item(),
         "consecutive": (1 - (emb[1:] * emb[:-1]).sum(1)).mean().item(),
+        # what the temporal term optimises, on the finished frames: every one of the 560
+        # frame triplets, the same Gaussian weights, plain crops (no random views)
+        "triplet": L.triplet_loss(emb, torch.arange(N)).item(),
         "sparsity": L.sparsity_loss(frame_colour(styl, uv), a).item(),
         "far_changed": int(change[far].gt(0).sum()),
         "ring_changed": int(change[ring].gt(0).sum()), "ring_max": change[ring].max().item(),
@@ -162,9 +165,11 @@ def test_temporal_term_reaches_the_field_and_changes_the_result(toy_clip, atlas,
        loss at first order by λ·‖∇triplet‖² more than the step without it.
     2. The paired runs (same draws) end with different stylised atlases.
 
-    Its effect on the final frames' consistency is small and not of one sign
-    across seeds on this clip (docs/stylise.md "Measured"), so that is
-    reported, not asserted.
+    Its effect on the finished frames' consistency is not of one sign across
+    seeds, here (6 seeds) nor on a clip made to need it (an occluding post,
+    12 seeds); at λ_temporal ≥ 3 it lowers the frame-to-frame distance only by
+    holding back the stylisation (docs/stylise.md, "The temporal term"). So
+    that is reported, not asserted.
     """
     from livelayers.engine.stylise.trainer import (object_crops, step_terms, stylised_fields,
                                                    weighted_loss)
@@ -196,6 +201,20 @@ def test_temporal_term_reaches_the_field_and_changes_the_result(toy_clip, atlas,
         diff = max((a - b).abs().max().item() for a, b in
                    zip(r_on.atlas.fields.atlas_fg.parameters(), r_off.atlas.fields.atlas_fg.parameters()))
         assert diff > 1e-4
+
+
+def test_temporal_term_at_its_default_weight_costs_no_text_score(runs):
+    """At λ_temporal = 1 the term does not hold the stylisation back.
+
+    At λ 3-5 the term wins over the text: the object changes less, so its
+    frames stay alike; at the default it must not. Measured, the largest per-frame drop
+    of the rise with the term on vs off (same draws): seeds 0-5 .012 / .001 /
+    .005 / .008 / .007 / .004 at λ 1, and .28 / .032 / .10 / .09 / .22 / .07 at
+    λ 5 (docs/stylise.md); the bound sits between the two.
+    """
+    for (on, _), (off, _) in zip(runs["full"], runs["no_temporal"]):
+        drop = max(b - a for a, b in zip(on["rise"], off["rise"]))
+        assert drop < 0.03, (on["rise"], off["rise"])
 
 
 # --------------------------------------------------------------------------- the documented commands

@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from livelayers.engine import augment as W
 from livelayers.engine.errors import Cancelled, InputError
 from livelayers.engine.progress import Progress
 from livelayers.engine.text2live import augment as A
@@ -21,7 +22,7 @@ from livelayers.engine.text2live.generator import (GeneratorConfig, SkipGenerato
 from livelayers.engine.text2live.settings import TEMPLATES, Text2LIVESettings
 from livelayers.engine.text2live.trainer import (GENERATOR_FILE, _lr_at, calibrate_batchnorm,
                                                  train_text2live)
-from livelayers.engine.toyworld import scenes
+from livelayers.toyworld import scenes
 
 TINY_GEN = GeneratorConfig(scales=3, channels_down=16, channels_up=16)
 
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 def random_clip():
     """A toy-sized open_clip model with random weights, wrapped as a CLIPHandle."""
     from livelayers.engine.models.clip import handle_from_model
-    from livelayers.engine.toyworld.train_clip import build_model
+    from livelayers.toyworld.train_clip import build_model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_model()
@@ -141,7 +142,9 @@ def test_lr_schedule():
 
 
 def test_templates_are_the_fourteen():
-    assert len(TEMPLATES) == 14 and TEMPLATES == scenes.TEMPLATES
+    assert len(TEMPLATES) == 14 and TEMPLATES[:3] == ("photo of {}.", "high quality photo of {}.",
+                                                     "a photo of {}.")
+    assert scenes.TEMPLATES is TEMPLATES  # the toy CLIP's captions are Text2LIVE's prompts, one list
 
 
 # --------------------------------------------------------------------------- generator
@@ -222,7 +225,7 @@ def test_views_differ_per_source_and_are_seeded():
 
 def test_perspective_homography_maps_corners():
     dst = torch.tensor([[[-0.8, -0.9], [0.7, -1.0], [1.0, 0.6], [-1.0, 0.9]]])
-    h = A.homographies_from_corners(dst)[0]
+    h = W.homographies_from_corners(dst)[0]
     for k, (x, y) in enumerate([(-1, -1), (1, -1), (1, 1), (-1, 1)]):
         p = h @ torch.tensor([x, y, 1.0])
         assert torch.allclose(p[:2] / p[2], dst[0, k], atol=1e-5)

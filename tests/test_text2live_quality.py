@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from livelayers.engine.text2live import GeneratorConfig, Text2LIVESettings, render, train_text2live
-from livelayers.engine.toyworld import scenes
+from livelayers.toyworld import scenes
 
 SIZE = 96
 STEPS = 80

@@ -14,13 +14,13 @@ import torch
 from livelayers.engine.atlas import AtlasSettings, decompose
 from livelayers.engine.atlas.crops import Box, sample_atlas_crop
 from livelayers.engine.atlas.render import Edit, render_edit
-from livelayers.engine.atlas.synthetic import make_toy_clip
 from livelayers.engine.errors import Cancelled, InputError
 from livelayers.engine.progress import Progress
 from livelayers.engine.text2live import video as V
 from livelayers.engine.text2live.generator import GeneratorConfig
 from livelayers.engine.text2live.objective import OBJECTIVE_FIELDS
 from livelayers.engine.text2live.settings import Text2LIVESettings, VideoSettings
+from livelayers.toyworld.clips import make_toy_clip
 
 TINY_GEN = GeneratorConfig(scales=3, channels_down=8, channels_up=8)
 N, H, W = 6, 48, 64
@@ -44,7 +44,7 @@ def atlas(clip):
 def random_clip():
     """A toy-sized open_clip model with random weights, wrapped as a CLIPHandle."""
     from livelayers.engine.models.clip import handle_from_model
-    from livelayers.engine.toyworld.train_clip import build_model
+    from livelayers.toyworld.train_clip import build_model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_model()

@@ -28,10 +28,10 @@ import pytest
 
 from livelayers.engine.atlas import AtlasSettings, decompose
 from livelayers.engine.atlas.measure import opacity_iou
-from livelayers.engine.atlas.synthetic import make_toy_clip
 from livelayers.engine.text2live.baselines import compare
 from livelayers.engine.text2live.generator import GeneratorConfig
 from livelayers.engine.text2live.settings import Text2LIVESettings, VideoSettings
+from livelayers.toyworld.clips import make_toy_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]

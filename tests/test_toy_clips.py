@@ -1,4 +1,4 @@
-"""The tracked toy clips (engine.atlas.synthetic.make_tracked_clip): every
+"""The tracked toy clips (toyworld.clips.make_tracked_clip): every
 piece of ground truth checked against an independent computation."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from livelayers.engine.atlas.synthetic import (Occluder, background_colour, keyframe_track,
+from livelayers.toyworld.clips import (Occluder, background_colour, keyframe_track,
                                                linear_track, make_toy_clip, make_tracked_clip)
 from livelayers.engine.errors import InputError
 
@@ -196,8 +196,8 @@ def test_toy_clip_reads_the_tracked_clips(toy_clip_dir, one_thread):
     zooming frames each, with the shipped 1500-step model)."""
     import open_clip
 
-    from livelayers.engine.toyworld import scenes
-    from livelayers.engine.toyworld.train_clip import _to_tensor, build_model, load_weights
+    from livelayers.toyworld import scenes
+    from livelayers.toyworld.train_clip import _to_tensor, build_model, load_weights
     model = build_model()
     load_weights(model, toy_clip_dir)
     model.eval()

@@ -16,6 +16,7 @@ from livelayers.engine import progress as engine_progress  # noqa: E402
 from livelayers.engine.errors import Cancelled  # noqa: E402
 from livelayers.ui.panel import LiveLayersPanel  # noqa: E402
 from livelayers.ui.worker import tensor_to_qimage  # noqa: E402
+from qt_helpers import wait_for  # noqa: E402  (tests/qt_helpers.py)
 
 
 class LL_TestText:
@@ -81,16 +82,6 @@ def graph(out_dir, steps=20, delay=0.0):
             "2": {"class_type": "LL_TestPainter",
                   "inputs": {"prompt": ["1", 0], "steps": steps, "seed": 7,
                              "out_dir": str(out_dir), "delay": delay}}}
-
-
-def wait_for(condition, timeout=30.0):
-    end = time.monotonic() + timeout
-    while not condition():
-        QApplication.processEvents()
-        time.sleep(0.005)
-        if time.monotonic() > end:
-            raise AssertionError("timed out waiting for the panel")
-    QApplication.processEvents()
 
 
 def test_panel_shows_prompt_and_key_number_fields(qapp, tmp_path):

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 from livelayers.ui.backends import ComfyUIBackend  # noqa: E402
 from livelayers.ui.comfy import ComfyClient, ComfyError, parse_binary  # noqa: E402
 from livelayers.ui.panel import LiveLayersPanel  # noqa: E402
+from qt_helpers import wait_for  # noqa: E402  (tests/qt_helpers.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
@@ -216,16 +217,6 @@ def server(qapp, tmp_path):
     yield srv
     srv.shutdown()
     srv.server_close()
-
-
-def wait_for(condition, timeout=30.0):
-    end = time.monotonic() + timeout
-    while not condition():
-        QApplication.processEvents()
-        time.sleep(0.005)
-        if time.monotonic() > end:
-            raise AssertionError("timed out waiting for the panel")
-    QApplication.processEvents()
 
 
 def make_panel(server, tmp_path) -> LiveLayersPanel:

@@ -25,6 +25,7 @@ import comfyui_host  # noqa: E402  (tests/ is on sys.path through conftest.py)
 from livelayers.engine.io import read_exr_header  # noqa: E402
 from livelayers.ui.backends import ComfyUIBackend  # noqa: E402
 from livelayers.ui.panel import LiveLayersPanel  # noqa: E402
+from qt_helpers import wait_for  # noqa: E402  (tests/qt_helpers.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -67,16 +68,6 @@ def graph(server, steps: int, out: str = "panel") -> dict:
     return wf
 
 
-def wait_for(condition, timeout=300.0):
-    end = time.monotonic() + timeout
-    while not condition():
-        QApplication.processEvents()
-        time.sleep(0.01)
-        if time.monotonic() > end:
-            raise AssertionError("timed out waiting for the panel")
-    QApplication.processEvents()
-
-
 def make_panel(server, steps: int, out: str = "panel") -> LiveLayersPanel:
     backend = ComfyUIBackend(server.url, input_dir=server.input_dir)
     panel = LiveLayersPanel(graph(server, steps, out), backend=backend)
@@ -93,7 +84,7 @@ def test_a_run_on_a_real_comfyui(qapp, server):
     panel.progress_bar.valueChanged.connect(values.append)
     panel.run_finished.connect(outcomes.append)
     assert panel.run()
-    wait_for(lambda: outcomes)
+    wait_for(lambda: outcomes, timeout=300)
     try:
         assert outcomes == ["done"], f"{panel.error_label.text()}\n{server.log()[-3000:]}"
         exr = server.output_dir / "panel" / "t2l.0001.exr"
@@ -117,7 +108,7 @@ def test_stop_interrupts_a_real_comfyui(qapp, server):
     steps = []
     panel._thread.progressed.connect(
         lambda step, total, info: steps.append(step) if info.get("node") == "LL_Text2LIVE" else None)
-    wait_for(lambda: len(steps) >= 4)                   # training under way (a few steps done)
+    wait_for(lambda: len(steps) >= 4, timeout=300)      # training under way (a few steps done)
     started = time.monotonic()
     panel.stop()
     wait_for(lambda: outcomes, timeout=30)

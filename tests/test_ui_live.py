@@ -28,8 +28,9 @@ from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication, QDockWidget, QMainWindow  # noqa: E402
 
 from livelayers.engine.io import read_exr_header  # noqa: E402
-from livelayers.engine.toyworld import scenes  # noqa: E402
+from livelayers.toyworld import scenes  # noqa: E402
 from livelayers.ui.panel import LiveLayersPanel  # noqa: E402
+from qt_helpers import wait_for  # noqa: E402  (tests/qt_helpers.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 96
@@ -63,16 +64,6 @@ def graph(scene, out_dir: Path, steps: int = STEPS) -> dict:
     # an old graph: LL_SaveEXR still carries the retyped copies, out of date on purpose
     wf["4"]["inputs"].update(path=str(out_dir / "t2l.####.exr"), edit_prompt="green circle", seed=5)
     return wf
-
-
-def wait_for(condition, timeout=60.0):
-    end = time.monotonic() + timeout
-    while not condition():
-        QApplication.processEvents()
-        time.sleep(0.005)
-        if time.monotonic() > end:
-            raise AssertionError("timed out waiting for the panel")
-    QApplication.processEvents()
 
 
 def grab_pixels(panel, mask: np.ndarray) -> np.ndarray:

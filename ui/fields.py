@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..engine.executor import is_link  # what counts as a link: the runner's own test
+
 #: STRING inputs shown as prompt fields (plus any name ending in "prompt").
 PROMPT_INPUTS = ("prompt", "roi_text", "screen_prompt", "negative_prompt", "text")
 #: Number inputs shown as fields.
@@ -62,10 +64,6 @@ class Field:
     def write(self, workflow: dict, value: Any) -> None:
         for node_id, name in self.targets or ((self.node_id, self.name),):
             workflow[node_id]["inputs"][name] = value
-
-
-def is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
 
 
 def _spec(cls: type | None, name: str) -> tuple[Any, dict]:

@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fields import MATTE_INPUTS, is_link, node_order
+from ..engine.executor import ancestors, is_link
+from .fields import MATTE_INPUTS, node_order
 
 PLATE_LOADER = "LL_LoadImage"
 CLIP_LOADER = "LL_LoadCLIP"
@@ -39,18 +40,6 @@ class MatteSpec:
     device: str
     plate: PlateSpec
     blocks: str = "all"
-
-
-def ancestors(workflow: dict, node_id: str) -> list[str]:
-    """Ids of the nodes feeding ``node_id``, nearest first (breadth-first)."""
-    seen, order, queue = {str(node_id)}, [], [str(node_id)]
-    while queue:
-        for value in ((workflow.get(queue.pop(0)) or {}).get("inputs") or {}).values():
-            if is_link(value) and str(value[0]) in workflow and str(value[0]) not in seen:
-                seen.add(str(value[0]))
-                order.append(str(value[0]))
-                queue.append(str(value[0]))
-    return order
 
 
 def _ids(workflow: dict) -> list[str]:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import CorruptFileError, InputError, ModelNotFoundError
+from .. import progress
 
 FLOW_METHODS = ("dis", "farneback", "raft")
 
@@ -137,6 +138,7 @@ def clip_flows(frames: torch.Tensor, threshold: float = 1.0, method: str = "dis"
     flow = np.zeros((n, 2, h, w, 2), np.float32)
     valid = np.zeros((n, 2, h, w), bool)
     for t in range(n - 1):
+        progress.check("optical flow")
         fwd = estimate(frames[t], frames[t + 1])
         bwd = estimate(frames[t + 1], frames[t])
         flow[t, 0], valid[t, 0] = fwd, _consistent(fwd, bwd, threshold)

@@ -1,5 +1,5 @@
 """Quality measures of a decomposition against a clip with known ground truth
-(the toy clips of ``synthetic.py``): opacity IoU and how well a mark painted
+(the toy clips of ``toyworld/clips.py``): opacity IoU and how well a mark painted
 on the foreground atlas follows the object. Used by the tests and the bench."""
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from .. import progress
 from .store import LAYERS, Atlas
 
 
@@ -99,6 +100,7 @@ def atlas_coverage(atlas: Atlas, resolution: int) -> torch.Tensor:
     ha, wa, box = atlas_grid(atlas, "fg", resolution)
     cover = torch.zeros(ha * wa)
     for t in range(atlas.n_frames):
+        progress.check("atlas coverage")
         uv_f, _, a = atlas.frame_maps([t])
         g = uv_to_grid(uv_f, box)[0]
         col = ((g[..., 0] + 1) / 2 * wa).floor().long().clamp(0, wa - 1)
@@ -133,7 +135,7 @@ def frame_point_to_atlas(atlas: Atlas, index: int, x: float, y: float, resolutio
     """Where the frame point (x, y) of frame ``index`` lands in the discretised atlas.
 
     (x, y) are continuous pixel coordinates: pixel i spans [i, i+1), its centre
-    is i + 0.5 (the convention of ``synthetic.ToyClip.centres``).
+    is i + 0.5 (the convention of ``toyworld.clips.ToyClip.centres``).
 
     Returns ``(col, row, scale)``: atlas pixel coordinates (pixel centres at
     integers, like the frame's) and atlas pixels per frame pixel, so a paint of

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
+from .. import progress
 from ..errors import CorruptFileError, InputError
 from .coords import ClipGeometry
 from .fields import UV_SCALE, AtlasFields, AtlasSettings
@@ -144,8 +145,17 @@ class Atlas:
     def n_frames(self) -> int:
         return self.geometry.n_frames
 
-    def indices(self, frames: list[int] | None, node: str, input_name: str = "frames") -> list[int]:
-        """Frame numbers (None = all) → indices into the clip."""
+    def indices(self, frames: list[int] | str | int | None, node: str,
+                input_name: str = "frames") -> list[int]:
+        """Frame numbers (None = all), or a node's Open Job Description range
+        text ('1001-1010'; '' = all), → indices into the clip."""
+        if frames is not None and not isinstance(frames, list):
+            from ..frames import parse_frames
+            try:
+                frames = parse_frames(frames)
+            except ValueError as e:
+                raise InputError(node, input_name, f"is {frames!r}",
+                                 "an Open Job Description range like '1-10'") from e
         if frames is None:
             return list(range(self.n_frames))
         where = {f: i for i, f in enumerate(self.frame_numbers)}
@@ -156,6 +166,14 @@ class Atlas:
                              "atlas was not trained on",
                              f"frames {format_frames(self.frame_numbers)}")
         return [where[f] for f in frames]
+
+    def plate_for(self, plate: torch.Tensor | None, indices: list[int]) -> torch.Tensor | None:
+        """The plate ``(K, 3, H, W)`` to composite rendered frames ``indices``
+        over: a plate of the whole clip is cut to those frames; any other is
+        taken as given (the renderers check it against ``indices``)."""
+        if plate is not None and plate.shape[0] == self.n_frames and len(indices) != self.n_frames:
+            return plate[indices]
+        return plate
 
     def check_plate(self, plate: torch.Tensor, n_expected: int, node: str, input_name: str) -> None:
         """A plate ``(K, 3, H, W)`` must have the atlas's frame size and ``n_expected`` frames."""
@@ -186,6 +204,7 @@ class Atlas:
         xyt = g.frame_grid(t, dev)
         out = torch.empty(g.height * g.width, 5)
         for s in range(0, xyt.shape[0], chunk):
+            progress.check("atlas maps")  # a 1080p frame is seconds of chunks
             p = xyt[s:s + chunk]
             out[s:s + chunk] = torch.cat([self.fields.uv_fg(p), self.fields.uv_bg(p),
                                           self.fields.alpha(p)], 1).cpu()
@@ -283,3 +302,17 @@ def load_atlas(path: str | Path, device: str | torch.device = "cpu") -> Atlas:
                                f"{geometry.n_frames} frames, boxes {sorted(boxes)}")
     fields.eval()
     return Atlas(fields.to(device), settings, geometry, frame_numbers, boxes, info)
+
+
+def load_matching(path: str | Path | None, fingerprint: str) -> Atlas | None:
+    """The atlas saved at ``path`` when it was made by the job whose
+    fingerprint is ``fingerprint`` (its ``info["fingerprint"]``), else None:
+    no path, no file, another job's atlas, or a damaged file (which the
+    caller then overwrites with a fresh result)."""
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        done = load_atlas(path)
+    except CorruptFileError:
+        return None
+    return done if done.info.get("fingerprint") == fingerprint else None

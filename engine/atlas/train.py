@@ -40,11 +40,18 @@ def check_clip(frames: torch.Tensor, masks: torch.Tensor | None, node: str) -> N
             raise InputError(node, "masks", "has values outside [0, 1]", "masks in [0, 1]")
 
 
+# Settings a run folder may change between calls: more steps continue the run
+# (as Text2LIVE's do), the schedule then follows the new total.
+EXTENDABLE_SETTINGS = ("steps", "checkpoint_every")
+
+
 def fingerprint(frames: torch.Tensor, masks: torch.Tensor | None, settings: AtlasSettings,
-                seed: int, bootstrap: TextBootstrap | None = None) -> str:
-    """Identity of a run's inputs, so a run folder is only resumed by the same
-    job (and a saved atlas only reused by it). A text bootstrap counts only
-    without masks (masks win); it adds its text, model spec, blocks and maps."""
+                seed: int, bootstrap: TextBootstrap | None = None, *, run: bool = False) -> str:
+    """Identity of a run's inputs, so a saved atlas is only reused by the same
+    job (same steps too). ``run=True``: the run folder's identity, which
+    leaves out ``EXTENDABLE_SETTINGS``, so asking for more steps resumes the
+    folder instead of refusing it. A text bootstrap counts only without masks
+    (masks win); it adds its text, model spec, blocks and maps."""
     h = hashlib.sha256()
     h.update(frames.detach().cpu().float().contiguous().numpy().tobytes())
     if masks is not None:
@@ -52,7 +59,11 @@ def fingerprint(frames: torch.Tensor, masks: torch.Tensor | None, settings: Atla
     elif bootstrap is not None:
         h.update(b"text-bootstrap")
         h.update(bootstrap.key())
-    h.update(json.dumps(settings.to_dict(), sort_keys=True).encode())
+    identity = settings.to_dict()
+    if run:
+        for key in EXTENDABLE_SETTINGS:
+            identity.pop(key)
+    h.update(json.dumps(identity, sort_keys=True).encode())
     h.update(str(seed).encode())
     return h.hexdigest()[:32]
 
@@ -295,6 +306,7 @@ def decompose(frames: torch.Tensor, masks: torch.Tensor | None = None,
     dev = pick_device(device)
     run_dir = None if run_dir in (None, "") else Path(run_dir)
     fp = fingerprint(frames, masks, settings, seed, boot)
+    run_fp = fingerprint(frames, masks, settings, seed, boot, run=True)
 
     flows, valid = clip_flows(frames, settings.flow_fb_threshold, settings.flow_method,
                               settings.raft_weights or None, settings.flow_min_side)
@@ -305,7 +317,7 @@ def decompose(frames: torch.Tensor, masks: torch.Tensor | None = None,
     fields = build_fields(settings, seed).to(dev)
     opt = make_optimizer(fields, settings)
     gen = torch.Generator().manual_seed(seed)
-    step = _resume(run_dir, fields, opt, gen, fp)
+    step = _resume(run_dir, fields, opt, gen, run_fp)
 
     numbers: dict[str, float] = {}
     try:
@@ -319,17 +331,17 @@ def decompose(frames: torch.Tensor, masks: torch.Tensor | None = None,
             opt.step()
             step += 1
             if run_dir is not None and step % settings.checkpoint_every == 0 and step < settings.steps:
-                _save_run(run_dir, fields, opt, gen, step, fp)
+                _save_run(run_dir, fields, opt, gen, step, run_fp)
             info = {"psnr": numbers["psnr"], "loss": float(loss.detach())}
             if progress.wants_preview(step):
                 info["preview"] = _preview(fields, data.geo, dev)
             progress.update(step, settings.steps, **info)
     except (Cancelled, KeyboardInterrupt):
         if run_dir is not None:
-            _save_run(run_dir, fields, opt, gen, step, fp)
+            _save_run(run_dir, fields, opt, gen, step, run_fp)
         raise
     if run_dir is not None:  # finished: the final checkpoint lets a repeat call return at once
-        _save_run(run_dir, fields, opt, gen, step, fp)
+        _save_run(run_dir, fields, opt, gen, step, run_fp)
     fields.eval()
     n = frames.shape[0]
     source = {"bootstrap": "masks" if masks is not None else ("text" if boot is not None else "none")}
@@ -342,4 +354,38 @@ def decompose(frames: torch.Tensor, masks: torch.Tensor | None = None,
     if dev.type != "cpu":
         atlas.fields = fields.cpu()
         atlas.clear_cache()
+    return atlas
+
+
+def decompose_or_reuse(frames: torch.Tensor, masks: torch.Tensor | None = None,
+                       settings: AtlasSettings | None = None, seed: int = 0,
+                       atlas_path: str | Path | None = None, *, device: str = "auto",
+                       run_dir: str | Path | None = None, progress: progress_mod.Progress | None = None,
+                       frame_numbers: list[int] | None = None, node: str = "LL_AtlasDecompose",
+                       object_text: str | None = None, clip=None, relevancy_blocks: str = "all"):
+    """Decompose a clip once per job: the atlas already saved at ``atlas_path``
+    when it was made from the same frames, masks, text bootstrap, settings and
+    seed (its fingerprint), else :func:`decompose` and save the result there
+    (atomically). ``atlas_path`` None or "" = always decompose, save nothing.
+
+    The arguments are :func:`decompose`'s. The text bootstrap's relevancy is
+    computed before the check (it is part of the fingerprint) and passed on,
+    so it is computed once either way. Returns an ``Atlas``.
+    """
+    from .store import load_matching, save_atlas
+    settings = settings or AtlasSettings()
+    settings.validate(node)           # refuse bad inputs before the relevancy or a file is read
+    check_clip(frames, masks, node)
+    progress = progress_mod.ensure(progress, node)
+    frames, masks = frames.detach().float().cpu(), None if masks is None else masks.detach().float().cpu()
+    boot = resolve_bootstrap(frames, masks, object_text, clip, relevancy_blocks, progress=progress,
+                             node=node)
+    if atlas_path:
+        done = load_matching(atlas_path, fingerprint(frames, masks, settings, seed, boot))
+        if done is not None:
+            return done
+    atlas = decompose(frames, masks, settings, seed=seed, device=device, run_dir=run_dir,
+                      progress=progress, frame_numbers=frame_numbers, node=node, bootstrap=boot)
+    if atlas_path:
+        save_atlas(atlas, atlas_path)
     return atlas

@@ -6,13 +6,12 @@ masks (N, 1, H, W) in [0, 1] with 1 = edit here.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..augment import SQUARE, affine_matrices, homography, inward_corners, sample_with_matrices
 from ..errors import InputError
 
 
@@ -106,61 +105,48 @@ def masked_for_clip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x * mask + 0.5 * (1 - mask)
 
 
-def _homographies(n: int, gen: torch.Generator, degrees=15.0, translate=0.1, affine_p=0.7,
-                  distortion=0.7, perspective_p=0.7) -> torch.Tensor:
+def view_homographies(n: int, gen: torch.Generator, degrees=15.0, translate=0.1, affine_p=0.7,
+                      distortion=0.7, perspective_p=0.7) -> torch.Tensor:
     """(n, 3, 3) random maps from output to input coordinates in [-1, 1]²:
     a rotation (±degrees) + translation (±translate of the size) with
-    probability affine_p, then a perspective warp (each corner pulled inwards
-    by up to ``distortion`` of the half-size, as torchvision's RandomPerspective)
-    with probability perspective_p."""
-    out = []
-    for _ in range(n):
+    probability affine_p, then a perspective warp with probability
+    perspective_p that squeezes the whole image into a quadrilateral whose
+    corners are pulled inwards by up to ``distortion`` of the half-size (the
+    inverse of torchvision's RandomPerspective, which crops that quadrilateral).
+
+    The draws are blended diffusion's own, view by view: 8 uniforms, then 8
+    more for the corners when the view gets a perspective warp.
+    """
+    angle, shift, use_aff, pulls = torch.zeros(n, dtype=torch.float64), torch.zeros(n, 2), [], []
+    for i in range(n):
         u = torch.rand(8, generator=gen)
-        m = torch.eye(3)
-        if u[0] < affine_p:
-            a = math.radians((u[1].item() * 2 - 1) * degrees)
-            tx, ty = ((u[2:4] * 2 - 1) * translate * 2).tolist()
-            m = torch.tensor([[math.cos(a), -math.sin(a), tx], [math.sin(a), math.cos(a), ty],
-                              [0.0, 0.0, 1.0]])
-        if u[4] < perspective_p:
-            src = torch.tensor([[-1.0, -1], [1, -1], [1, 1], [-1, 1]])
-            pull = torch.rand(4, 2, generator=gen) * distortion
-            dst = src - src.sign() * pull  # corners move inwards
-            m = m @ _homography(dst, src)
-        out.append(m)
-    return torch.stack(out)
-
-
-def _homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """3x3 H with H·[src,1] ∝ [dst,1] for 4 point pairs (4, 2) (the 8x8 DLT system)."""
-    rows, rhs = [], []
-    for (x, y), (u, v) in zip(src.tolist(), dst.tolist()):
-        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
-        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
-        rhs += [u, v]
-    h = torch.linalg.solve(torch.tensor(rows), torch.tensor(rhs))
-    return torch.cat([h, torch.ones(1)]).view(3, 3)
+        use_aff.append(bool(u[0] < affine_p))
+        if use_aff[-1]:
+            angle[i] = (u[1].item() * 2 - 1) * degrees  # double-precision trigonometry, as drawn
+            shift[i] = (u[2:4] * 2 - 1) * translate
+        pulls.append(torch.rand(4, 2, generator=gen) * distortion if u[4] < perspective_p else None)
+    m = affine_matrices(angle, shift[:, 0], shift[:, 1])
+    m[~torch.tensor(use_aff, dtype=torch.bool)] = torch.eye(3)
+    warped = [i for i, p in enumerate(pulls) if p is not None]
+    if warped:
+        corners = inward_corners(torch.stack([pulls[i] for i in warped]))
+        m[warped] = m[warped] @ homography(corners, torch.tensor(SQUARE))
+    return m
 
 
 def augment_views(x: torch.Tensor, views: int, gen: torch.Generator) -> torch.Tensor:
     """CLIP views of a batch: (S, 3, H, W) → (views·S, 3, H, W), view-major.
 
     View 0 is the clean image; views 1.. each warp all S images with one random
-    homography (``_homographies``), border padding, one batched ``grid_sample``
-    (differentiable wrt x).
+    homography (``view_homographies``), border padding, corner-aligned grid,
+    one batched ``grid_sample`` (differentiable wrt x).
     """
     if views <= 1:
         return x
     s, _, h, w = x.shape
-    hom = _homographies(views - 1, gen).to(x.device, x.dtype)  # (V-1, 3, 3)
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype),
-                            torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype), indexing="ij")
-    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, -1, 3)      # (1, HW, 3)
-    mapped = pts @ hom.transpose(1, 2)                                         # (V-1, HW, 3)
-    grid = (mapped[..., :2] / mapped[..., 2:].clamp_min(1e-6)).view(-1, 1, h, w, 2)
-    grid = grid.expand(-1, s, -1, -1, -1).reshape(-1, h, w, 2)
-    warped = F.grid_sample(x.repeat(views - 1, 1, 1, 1), grid, mode="bilinear",
-                           padding_mode="border", align_corners=True)
+    hom = view_homographies(views - 1, gen).repeat_interleave(s, dim=0)  # ((V-1)·S, 3, 3)
+    warped = sample_with_matrices(x.repeat(views - 1, 1, 1, 1), hom, (h, w),
+                                  padding_mode="border", align_corners=True)
     return torch.cat([x, warped])
 
 

@@ -23,6 +23,7 @@ import OpenImageIO as oiio
 import torch
 
 from ..atomic import atomic_path
+from .. import progress
 from . import colour
 from .read import PlateInfo, Window, split_channel
 from .sequence import parse_pattern
@@ -320,6 +321,7 @@ def write_exr_sequence(pattern: str | os.PathLike, frames: list[int] | None,
     base_meta = dict(kwargs.pop("metadata", None) or {})
     written = []
     for path, frame, layer_set in zip(paths, frames, per_frame):
+        progress.check("EXR sequence")  # stop between frames: each written one is whole
         written.append(write_layered_exr(path, layer_set, info=info,
                                          metadata={**base_meta, "frame": frame}, **kwargs))
     return written

@@ -1,2 +1,4 @@
-"""Models: the CLIP handle (clip.py), weight resolution (resolve.py) and the
-plugin.json model catalogue (catalogue.py). See docs/models.md."""
+"""Models: the CLIP handle (clip.py), DINO (dino.py), diffusion loading
+(diffusion.py, guided_diffusion.py), the one weight resolver (resolve.py),
+plugin.json's catalogue read and checked in one place (manifest.py) and the
+``models`` CLI (catalogue.py). See docs/models.md."""

@@ -1,4 +1,4 @@
-"""The model catalogue: the ``models`` list in plugin.json.
+"""The model catalogue: the ``models`` list in plugin.json, and the ``models`` CLI.
 
 Each entry::
 
@@ -7,17 +7,19 @@ Each entry::
      "files": [{"path": "open_clip_model.safetensors", "sha256": "…" | null, "size": 123 | null}],
      "licence": "…", "description": "…", "regenerate": "command (toy models only)"}
 
-``list_models`` says what is known and where it is, ``verify_models`` checks
-files against their sha256 and size (files whose hash the catalogue does not
-record are reported as present but unchecked), ``fetch_model`` downloads an
-entry (Hugging Face snapshot or URL) and checks it, ``update_hashes``
-rewrites the hashes of local entries after a toy model is retrained.
-``register_cli`` adds ``models list|verify|fetch`` to the command line.
+Reading plugin.json and checking files is ``manifest.py`` (shared with the
+resolver, which checks a model the same way before any loader uses it);
+finding a model is ``resolve.py``. Here: ``list_models`` says what is known
+and where it is, ``verify_models`` checks files against their size and sha256
+(files whose hash the catalogue does not record are reported as present but
+unchecked), ``fetch_model`` downloads an entry (Hugging Face snapshot or URL)
+into a staging folder, checks it and only then moves it into place,
+``update_hashes`` rewrites the hashes of local entries after a toy model is
+retrained. ``register_cli`` adds ``models list|verify|fetch`` to the command line.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -25,12 +27,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, replace_folder
 from ..errors import CorruptFileError, ModelNotFoundError
+from . import manifest
 from . import resolve as _resolve
+from .manifest import FileCheck, sha256_file  # noqa: F401 (part of this module's API)
 
-PLUGIN_JSON = _resolve.PACKAGE_ROOT / "plugin.json"
-KINDS = ("clip", "diffusion-pixel", "diffusion-latent", "dino", "regions")
+PLUGIN_JSON = manifest.PLUGIN_JSON  # tests point the CLI at another plugin.json through this
+KINDS = manifest.KINDS
 
 
 # ------------------------------------------------------------------- reading
@@ -40,27 +44,14 @@ def _plugin_path(path: str | os.PathLike | None) -> Path:
 
 
 def load_catalogue(path: str | os.PathLike | None = None) -> list[dict]:
-    """The ``models`` list of plugin.json (empty when the file has none)."""
-    p = _plugin_path(path)
-    if not p.is_file():
-        return []
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CorruptFileError(f"{p} is not valid JSON: {e}") from e
-    models = data.get("models", [])
-    for m in models:
-        if "id" not in m or "source" not in m:
-            raise CorruptFileError(f"{p}: every model entry needs 'id' and 'source'; got {m}")
-    return models
+    """The ``models`` list of plugin.json (empty when the file has none);
+    a malformed file raises ``CorruptFileError`` naming it."""
+    return manifest.load_catalogue(_plugin_path(path))
 
 
 def get_entry(model_id: str, path: str | os.PathLike | None = None) -> dict | None:
     """The catalogue entry with this id, or None."""
-    for entry in load_catalogue(path):
-        if entry["id"] == model_id:
-            return entry
-    return None
+    return manifest.get_entry(model_id, _plugin_path(path))
 
 
 def _save_catalogue(models: list[dict], path: str | os.PathLike | None = None) -> None:
@@ -73,20 +64,11 @@ def _save_catalogue(models: list[dict], path: str | os.PathLike | None = None) -
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def locate(entry: dict, search_dirs: Sequence[str] = (), hf_cache_dir: str | None = None) -> Path | None:
-    """Where this entry is on this machine (never downloads), or None."""
+    """Where this entry is on this machine (never downloads, never refuses), or None."""
     try:
         r = _resolve.resolve_entry(entry, offline=True, search_dirs=search_dirs,
-                                   hf_cache_dir=hf_cache_dir)
+                                   hf_cache_dir=hf_cache_dir, verify=False)
     except ModelNotFoundError:
         return None
     return Path(r.path) if r.path else None
@@ -105,13 +87,6 @@ def list_models(path: str | os.PathLike | None = None, search_dirs: Sequence[str
 # ------------------------------------------------------------------ verifying
 
 @dataclass
-class FileCheck:
-    path: str           # the file on disk (or where it should be)
-    status: str         # "ok" | "unchecked" | "missing" | "size mismatch" | "hash mismatch"
-    detail: str = ""
-
-
-@dataclass
 class ModelCheck:
     id: str
     status: str         # "ok" | "unchecked" | "missing" | "mismatch"
@@ -123,11 +98,16 @@ class ModelCheck:
 @dataclass
 class VerifyReport:
     models: list[ModelCheck]
+    # Named models must be here; of the whole catalogue, only what is here
+    # must be intact (a fresh machine has the toy models, not every real one).
+    missing_is_a_problem: bool = True
 
     @property
     def ok(self) -> bool:
-        """True when nothing is missing or mismatched (unchecked files are fine)."""
-        return all(m.status in ("ok", "unchecked") for m in self.models)
+        """True when nothing is mismatched, nor missing where that counts
+        (unchecked files are fine)."""
+        fine = ("ok", "unchecked") if self.missing_is_a_problem else ("ok", "unchecked", "missing")
+        return all(m.status in fine for m in self.models)
 
     @property
     def exit_code(self) -> int:
@@ -145,33 +125,23 @@ class VerifyReport:
                     lines.append(f"    {f.status:14s} {f.path}" + (f"  ({f.detail})" if f.detail else ""))
             if m.hint:
                 lines.append(f"    -> {m.hint}")
-        lines.append("all present and verified" if self.ok else "PROBLEMS found (exit code 1)")
+        if not self.ok:
+            lines.append("PROBLEMS found (exit code 1)")
+        elif any(m.status == "missing" for m in self.models):
+            lines.append("every model on this machine verified; the missing ones can be fetched "
+                         "(name them to require them)")
+        else:
+            lines.append("all present and verified")
         return "\n".join(lines)
-
-
-def _check_file(root: Path, spec: dict) -> FileCheck:
-    p = root / spec["path"] if root.is_dir() else root
-    if not p.is_file():
-        return FileCheck(str(p), "missing")
-    size = spec.get("size")
-    if size is not None and p.stat().st_size != size:
-        return FileCheck(str(p), "size mismatch", f"expected {size} bytes, found {p.stat().st_size}")
-    want = spec.get("sha256")
-    if not want:
-        return FileCheck(str(p), "unchecked", "no sha256 in the catalogue")
-    got = sha256_file(p)
-    if got != want:
-        return FileCheck(str(p), "hash mismatch", f"expected {want[:12]}…, found {got[:12]}…")
-    return FileCheck(str(p), "ok")
 
 
 def _check_model(entry: dict, search_dirs, hf_cache_dir) -> ModelCheck:
     loc = locate(entry, search_dirs, hf_cache_dir)
-    fetch_hint = (entry.get("regenerate") and f"regenerate: {entry['regenerate']}") or \
-        f"fetch: {_resolve.FETCH_COMMAND} {entry['id']}"
     if loc is None:
-        return ModelCheck(entry["id"], "missing", None, hint=fetch_hint)
-    files = [_check_file(loc, f) for f in entry.get("files", [])]
+        hint = (f"regenerate: {entry['regenerate']}" if entry.get("regenerate")
+                else f"fetch: {_resolve.FETCH_COMMAND} {entry['id']}")
+        return ModelCheck(entry["id"], "missing", None, hint=hint)
+    files = manifest.check_files(entry, loc)
     statuses = {f.status for f in files}
     if "missing" in statuses:
         status = "missing"
@@ -181,7 +151,7 @@ def _check_model(entry: dict, search_dirs, hf_cache_dir) -> ModelCheck:
         status = "unchecked"
     else:
         status = "ok"
-    hint = fetch_hint if status in ("missing", "mismatch") else ""
+    hint = f"fix: {manifest.fix_hint(entry, loc)}" if status in ("missing", "mismatch") else ""
     return ModelCheck(entry["id"], status, str(loc), files, hint)
 
 
@@ -189,9 +159,12 @@ def verify_models(ids: Iterable[str] | None = None, path: str | os.PathLike | No
                   search_dirs: Sequence[str] = (), hf_cache_dir: str | None = None) -> VerifyReport:
     """Check catalogue entries (all, or ``ids``) on this machine.
 
-    A model is "missing" (not found, or a listed file absent), "mismatch"
+    With ``ids`` each named model must be present; without, the report
+    is ok when every model that is present is intact. A model is "missing"
+    (not found, or a listed file absent), "mismatch"
     (a size or sha256 differs), "unchecked" (present, but the catalogue has
-    no sha256 for some file: typical for hub files) or "ok".
+    no sha256 for some file: typical for hub files) or "ok". The same check
+    (``manifest.check_files``) runs before any loader uses a catalogue model.
     """
     entries = load_catalogue(path)
     known = {e["id"]: e for e in entries}
@@ -200,7 +173,8 @@ def verify_models(ids: Iterable[str] | None = None, path: str | os.PathLike | No
         if unknown:
             raise ValueError(f"unknown model id(s) {unknown}; the catalogue has: {sorted(known)}")
         entries = [known[i] for i in ids]
-    return VerifyReport([_check_model(e, search_dirs, hf_cache_dir) for e in entries])
+    return VerifyReport([_check_model(e, search_dirs, hf_cache_dir) for e in entries],
+                        missing_is_a_problem=bool(ids))
 
 
 # ------------------------------------------------------------------- fetching
@@ -213,7 +187,12 @@ def fetch_model(model_id: str, dest: str | os.PathLike | None = None,
     dest: a folder to put the files in. Default: ``$LIVELAYERS_MODELS/<kind>/<id>``
     when that variable is set, else the Hugging Face cache (hub entries; found
     there by resolution) — URL entries then need ``dest`` or the variable.
+    Into a folder, the files are downloaded to a hidden staging folder beside
+    it, checked, and only then moved into place (``replace_folder``): a failed
+    or interrupted fetch leaves the old folder (or none), never half a one.
     allow_download: None = allowed unless ``HF_HUB_OFFLINE`` is set.
+    Raises ``DownloadError`` (network), ``CorruptFileError`` (fetched files do
+    not match the catalogue), ``ModelNotFoundError`` (offline), ``ValueError``.
     """
     entry = get_entry(model_id, path)
     if entry is None:
@@ -231,47 +210,70 @@ def fetch_model(model_id: str, dest: str | os.PathLike | None = None,
             f"cannot fetch '{model_id}': downloading is off (HF_HUB_OFFLINE=1 or --offline). "
             f"Run `{_resolve.FETCH_COMMAND} {model_id}` on a machine with network and copy the "
             f"folder to ${_resolve.MODELS_ENV}/{kind}/{model_id}")
-    if source.startswith("hf-hub:"):
-        import huggingface_hub as hf
-        patterns = [f["path"] for f in entry.get("files", [])] or None
-        folder = Path(hf.snapshot_download(source[len("hf-hub:"):], allow_patterns=patterns,
-                                           local_dir=str(dest) if dest else None,
-                                           cache_dir=hf_cache_dir))
-    elif source.startswith(("http://", "https://")):
-        folder = _fetch_url(entry, dest)
-    else:
+    if not source.startswith(("hf-hub:", "http://", "https://")):
         raise ValueError(f"model '{model_id}': unsupported source '{source}'")
-    bad = [f for f in (_check_file(folder, s) for s in entry.get("files", []))
-           if f.status not in ("ok", "unchecked")]
-    if bad:
-        raise CorruptFileError(f"fetched '{model_id}' but: " +
-                               "; ".join(f"{f.path} {f.status} {f.detail}" for f in bad))
+    if dest is None:
+        if not source.startswith("hf-hub:"):
+            raise ValueError(f"'{model_id}' is downloaded from a URL: give --dest or set "
+                             f"${_resolve.MODELS_ENV} so it lands where resolution looks")
+        # the Hugging Face cache: the hub client writes each file under a
+        # temporary name and links it into the snapshot only when complete
+        folder = _download(entry, None, hf_cache_dir)
+        _refuse_fetched(entry, folder)
+        return folder
+    return _fetch_into(entry, Path(dest), lambda staged: _download(entry, staged, hf_cache_dir))
+
+
+def _download(entry: dict, folder: Path | None, hf_cache_dir: str | None) -> Path:
+    """Download the entry's files into ``folder`` (or the HF cache); its folder."""
+    source = entry["source"]
+    if source.startswith("hf-hub:"):
+        patterns = [f["path"] for f in entry.get("files", [])] or None
+        return _resolve.download_hub(source[len("hf-hub:"):], patterns, local_dir=folder,
+                                     cache_dir=hf_cache_dir, model_id=entry["id"])
+    files = entry.get("files") or [{"path": source.rsplit("/", 1)[-1]}]
+    if len(files) != 1:
+        raise ValueError(f"model '{entry['id']}': a URL source downloads one file; "
+                         f"the catalogue lists {len(files)}")
+    _resolve.download_url(source, folder / files[0]["path"], model_id=entry["id"])
     return folder
 
 
+def _fetch_into(entry: dict, dest: Path, fill) -> Path:
+    """Run ``fill(staged)`` on a staging folder beside ``dest``, check what it
+    wrote against the catalogue, then replace ``dest`` with it. On any
+    failure the staging folder is removed and ``dest`` is untouched."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staged = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir()
+    try:
+        fill(staged)
+        _refuse_fetched(entry, staged)
+        replace_folder(staged, dest)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # gone already after a successful replace
+    return dest
+
+
+def _refuse_fetched(entry: dict, folder: Path) -> None:
+    bad = [f for f in manifest.check_files(entry, folder) if f.bad]
+    if bad:
+        raise CorruptFileError(f"fetched '{entry['id']}' but: " +
+                               "; ".join(f"{f.name} {f.status} {f.detail}".strip() for f in bad))
+
+
 def _fetch_local(entry: dict, dest) -> Path:
-    """Local (toy) entries are not downloaded: copy them to ``dest`` if asked."""
-    src = locate(entry)
-    if src is None:
+    """Local (toy) entries are not downloaded: copy the shipped folder to
+    ``dest`` if asked (replacing a bad copy there), else say where it is."""
+    src = manifest.shipped_folder(entry)
+    if src is None or not src.is_dir() or not any(src.iterdir()):
         raise ModelNotFoundError(f"'{entry['id']}' is a generated model and is missing; "
                                  f"regenerate it: {entry.get('regenerate', 'see docs/models.md')}")
     if dest is None or Path(dest).resolve() == src.resolve():
-        return src
-    shutil.copytree(src, dest, dirs_exist_ok=True)
-    return Path(dest)
-
-
-def _fetch_url(entry: dict, dest) -> Path:
-    import urllib.request
-    if dest is None:
-        raise ValueError(f"'{entry['id']}' is downloaded from a URL: give --dest or set "
-                         f"${_resolve.MODELS_ENV} so it lands where resolution looks")
-    dest = Path(dest)
-    files = entry.get("files") or [{"path": entry["source"].rsplit("/", 1)[-1]}]
-    for f in files:
-        with atomic_path(dest / f["path"]) as tmp:
-            urllib.request.urlretrieve(entry["source"], tmp)  # noqa: S310 (catalogue URL)
-    return dest
+        return src  # nothing to fetch: say where it is (`models verify` checks it)
+    manifest.refuse_bad(entry, src)  # never spread a bad copy
+    return _fetch_into(entry, Path(dest), lambda staged: shutil.copytree(src, staged, dirs_exist_ok=True))
 
 
 # ------------------------------------------------------------- toy-model hashes
@@ -290,8 +292,8 @@ def update_hashes(ids: Iterable[str] | None = None, path: str | os.PathLike | No
             continue
         if not entry["source"].startswith("local-dir:"):
             continue
-        loc = locate(entry)
-        if loc is None:
+        loc = manifest.shipped_folder(entry)
+        if loc is None or not loc.is_dir():
             continue
         entry["files"] = [{"path": str(p.relative_to(loc)).replace(os.sep, "/"),
                            "sha256": sha256_file(p), "size": p.stat().st_size}
@@ -330,7 +332,11 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 
 
 def _cli_list(args) -> int:
-    rows = list_models()
+    try:
+        rows = list_models()
+    except CorruptFileError as e:  # a malformed plugin.json: one line naming the file
+        print(f"error: {e}")
+        return 1
     if getattr(args, "json", False):
         print(json.dumps(rows, indent=2))
         return 0
@@ -341,7 +347,11 @@ def _cli_list(args) -> int:
 
 
 def _cli_verify(args) -> int:
-    report = verify_models(args.ids or None)
+    try:
+        report = verify_models(args.ids or None)
+    except (CorruptFileError, ValueError) as e:  # malformed plugin.json, unknown id
+        print(f"error: {e}")
+        return 1
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.format())
     return report.exit_code
 
@@ -350,6 +360,8 @@ def _cli_fetch(args) -> int:
     try:
         where = fetch_model(args.id, dest=args.dest, allow_download=False if args.offline else None)
     except (ModelNotFoundError, CorruptFileError, ValueError) as e:
+        # offline, not found, a failed download (DownloadError), files that do
+        # not match the catalogue, an unknown id: one line, no traceback
         print(f"error: {e}")
         return 1
     print(f"{args.id}: {where}")

@@ -27,13 +27,10 @@ from typing import Any
 import torch
 
 from ..device import autocast_dtype, pick_device
-from ..errors import InputError, ModelNotFoundError
+from ..errors import InputError, LiveLayersError, ModelNotFoundError
 
 KINDS = ("auto", "pixel", "latent", "latent-inpaint")
 NODE = "LL_LoadDiffusion"
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-# The committed toy models, used when plugin.json's catalogue has no entry for them.
-TOY_MODELS = {"toy-ddpm": "tests/assets/toy_ddpm", "toy-sd": "tests/assets/toy_sd"}
 
 
 @dataclass
@@ -85,24 +82,27 @@ class DiffusionHandle:
 # ---------------------------------------------------------------- resolution
 
 def _resolve(spec: str, kind: str, offline: bool | None, search_dirs) -> str:
-    """A local folder or a hub id for ``spec`` (engine/models/resolve.py order)."""
-    from .resolve import resolve_model
-    kinds = {"pixel": ["diffusion-pixel"], "latent": ["diffusion-latent"],
-             "latent-inpaint": ["diffusion-latent"],
-             "auto": ["diffusion-latent", "diffusion-pixel"]}[kind]
-    first_error = None
-    for k in kinds:
-        try:
-            return resolve_model(spec, k, offline=offline, search_dirs=search_dirs)
-        except ModelNotFoundError as e:
-            first_error = first_error or e
-        except ValueError as e:  # a spec that cannot name a model
-            raise InputError(NODE, "spec", f"is {spec!r}: {e}",
-                             "a folder, a hub repo id (org/repo) or a catalogue id") from e
-    toy = PACKAGE_ROOT / TOY_MODELS[spec] if spec in TOY_MODELS else None
-    if toy is not None and toy.is_dir():
-        return str(toy)
-    raise first_error
+    """A local folder/file or a hub id for ``spec``, through the one resolver
+    (engine/models/resolve.py); ``auto`` searches both diffusion kinds' folders."""
+    from .resolve import FETCH_COMMAND, resolve
+    kinds = {"pixel": ("diffusion-pixel",), "latent": ("diffusion-latent",),
+             "latent-inpaint": ("diffusion-latent",),
+             "auto": ("diffusion-latent", "diffusion-pixel")}[kind]
+    try:
+        found = resolve(spec, kinds, offline=offline, search_dirs=search_dirs)
+    except ValueError as e:  # a spec that cannot name a model (our own errors pass as they are)
+        if isinstance(e, LiveLayersError):
+            raise
+        raise InputError(NODE, "spec", f"is {spec!r}: {e}",
+                         "a folder, a hub repo id (org/repo) or a catalogue id") from e
+    if found.path is not None:
+        return found.path
+    if found.hub and found.hub.startswith(("http://", "https://")):
+        # a single-file checkpoint (guided-diffusion): diffusers cannot download it
+        fetch = f"`{FETCH_COMMAND} {found.entry['id']}`" if found.entry else f"download {found.hub}"
+        raise ModelNotFoundError(f"diffusion model '{spec}' is not on this machine: {fetch} "
+                                 f"(it lands in $LIVELAYERS_MODELS/diffusion-pixel/), then load it again")
+    return found.hub or found.spec
 
 
 def _read_json(source: str, name: str, offline: bool) -> dict | None:
@@ -111,10 +111,11 @@ def _read_json(source: str, name: str, offline: bool) -> dict | None:
     if p.is_dir():
         f = p / name
         return json.loads(f.read_text()) if f.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
     try:
-        from huggingface_hub import hf_hub_download
         return json.loads(Path(hf_hub_download(source, name, local_files_only=offline)).read_text())
-    except Exception:
+    except EntryNotFoundError:  # the repo has no such file (or, offline, it is not cached)
         return None
 
 
@@ -167,7 +168,8 @@ def load_diffusion(spec: str, kind: str = "auto", device: str | torch.device = "
         dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     off = is_offline(offline)
     source = _resolve(spec, kind, offline, search_dirs)
-    found = detect_kind(source, off)
+    guided = _guided_checkpoint(source)
+    found = "pixel" if guided is not None else detect_kind(source, off)
     if kind == "auto":
         kind = found
     elif (kind == "pixel") != (found == "pixel"):
@@ -175,7 +177,9 @@ def load_diffusion(spec: str, kind: str = "auto", device: str | torch.device = "
                          f"'{found}' or 'auto' for this model")
     elif kind == "latent" and found == "latent-inpaint":
         kind = "latent-inpaint"  # a 9-channel UNet can only be driven as inpainting
-    if kind == "pixel":
+    if guided is not None:
+        handle = _load_guided(guided, dev, dtype)
+    elif kind == "pixel":
         handle = _load_pixel(source, dev, dtype, off)
     else:
         handle = _load_latent(source, kind, dev, dtype, off)
@@ -207,12 +211,42 @@ def _load_pixel(source: str, dev, dtype, offline: bool) -> DiffusionHandle:
                            c.out_channels, scheduler.config.prediction_type, dev, dtype)
 
 
+def _guided_checkpoint(source: str) -> Path | None:
+    """A guided-diffusion checkpoint: the file itself, or the one ``.pt`` in a
+    folder without diffusers configs (as ``models fetch`` leaves it)."""
+    from .guided_diffusion import CHECKPOINT_SUFFIXES, checkpoint_in
+    p = Path(source)
+    if p.is_file():
+        if p.suffix in CHECKPOINT_SUFFIXES:
+            return p
+        raise InputError(NODE, "spec", f"is the file '{p}'", "a diffusers folder, or a "
+                         f"guided-diffusion checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")
+    diffusers_files = ("model_index.json", "config.json", "unet/config.json")
+    if p.is_dir() and not any((p / f).is_file() for f in diffusers_files):
+        return checkpoint_in(p)
+    return None
+
+
+def _load_guided(path: Path, dev, dtype) -> DiffusionHandle:
+    """guided-diffusion's UNet converted to a UNet2DModel (engine/models/guided_diffusion.py);
+    its 6 output channels are ε and the learned variance (the edit uses ε)."""
+    from . import guided_diffusion
+    unet = guided_diffusion.load_unet(path)
+    scheduler = guided_diffusion.scheduler()
+    c = unet.config
+    return DiffusionHandle("pixel", _freeze(unet, dev, dtype), scheduler, int(c.sample_size),
+                           c.in_channels, c.out_channels, "epsilon", dev, dtype,
+                           extra={"format": "guided-diffusion"})
+
+
 def _load_latent(source: str, kind: str, dev, dtype, offline: bool) -> DiffusionHandle:
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
     cls = StableDiffusionInpaintPipeline if kind == "latent-inpaint" else StableDiffusionPipeline
     try:
+        # no safety checker or image processor: neither is used here, and
+        # `models fetch` does not download them (SD 2.x lists a feature_extractor)
         pipe = cls.from_pretrained(source, use_safetensors=True, local_files_only=offline,
-                                   dtype=torch.float32, safety_checker=None,
+                                   dtype=torch.float32, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     except (OSError, EnvironmentError) as e:
         raise ModelNotFoundError(f"could not load the {kind} pipeline from '{source}': {e}. "

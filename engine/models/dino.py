@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,9 +244,24 @@ class DINOHandle:
 
 # --------------------------------------------------------------------------- converters
 
+# transformers ViTModel key names per block, as (prefix, {ours: theirs}): the
+# layout of the files on the Hugging Face hub (and transformers < 5), and the
+# module layout of transformers >= 5 (which renames the hub's keys on load).
+_HF_BLOCK_LAYOUTS = (
+    ("encoder.layer.{i}.", {"q": "attention.attention.query", "k": "attention.attention.key",
+                            "v": "attention.attention.value", "attn.proj": "attention.output.dense",
+                            "norm1": "layernorm_before", "norm2": "layernorm_after",
+                            "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}),
+    ("layers.{i}.", {"q": "attention.q_proj", "k": "attention.k_proj", "v": "attention.v_proj",
+                     "attn.proj": "attention.o_proj", "norm1": "layernorm_before",
+                     "norm2": "layernorm_after", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}),
+)
+
+
 def convert_hf_vit(state: dict[str, torch.Tensor], hf_config: dict) -> tuple[dict, ViTConfig]:
     """A transformers ``ViTModel`` state dict (``facebook/dino-vit*``) ->
-    (native state dict, ViTConfig). A ``vit.`` prefix (ViTFor… models) and
+    (native state dict, ViTConfig). Reads the hub files' key layout and
+    transformers 5's module layout; a ``vit.`` prefix (ViTFor… models) and
     the pooler are dropped; q, k, v are concatenated into ``qkv``."""
     state = {k[4:] if k.startswith("vit.") else k: v for k, v in state.items()}
     cfg = ViTConfig(image_size=int(hf_config.get("image_size", 224)),
@@ -257,6 +271,8 @@ def convert_hf_vit(state: dict[str, torch.Tensor], hf_config: dict) -> tuple[dic
                     heads=int(hf_config.get("num_attention_heads", 12)),
                     ln_eps=float(hf_config.get("layer_norm_eps", 1e-12)))
     cfg.mlp_ratio = int(hf_config.get("intermediate_size", 4 * cfg.width)) / cfg.width
+    prefix, names = next(((p, n) for p, n in _HF_BLOCK_LAYOUTS
+                          if p.format(i=0) + n["q"] + ".weight" in state), _HF_BLOCK_LAYOUTS[0])
     out = {
         "cls_token": state["embeddings.cls_token"],
         "pos_embed": state["embeddings.position_embeddings"],
@@ -266,16 +282,12 @@ def convert_hf_vit(state: dict[str, torch.Tensor], hf_config: dict) -> tuple[dic
         "norm.bias": state["layernorm.bias"],
     }
     for i in range(cfg.depth):
-        src, dst = f"encoder.layer.{i}.", f"blocks.{i}."
-        att = src + "attention.attention."
+        src, dst = prefix.format(i=i), f"blocks.{i}."
         for part in ("weight", "bias"):
             out[dst + f"attn.qkv.{part}"] = torch.cat(
-                [state[att + f"{n}.{part}"] for n in ("query", "key", "value")], 0)
-            out[dst + f"attn.proj.{part}"] = state[src + f"attention.output.dense.{part}"]
-            out[dst + f"norm1.{part}"] = state[src + f"layernorm_before.{part}"]
-            out[dst + f"norm2.{part}"] = state[src + f"layernorm_after.{part}"]
-            out[dst + f"mlp.fc1.{part}"] = state[src + f"intermediate.dense.{part}"]
-            out[dst + f"mlp.fc2.{part}"] = state[src + f"output.dense.{part}"]
+                [state[src + names[n] + f".{part}"] for n in ("q", "k", "v")], 0)
+            for ours in ("attn.proj", "norm1", "norm2", "mlp.fc1", "mlp.fc2"):
+                out[dst + f"{ours}.{part}"] = state[src + names[ours] + f".{part}"]
     return out, cfg
 
 
@@ -315,13 +327,17 @@ def save_dino(model: ViT, folder: str | Path, extra: dict | None = None, half: b
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CorruptFileError(f"{path}: not readable DINO weights ({e})") from e
+    except Exception as e:  # noqa: BLE001
+        # a file that is not a checkpoint makes torch.load raise almost anything
+        # (UnpicklingError, EOFError, struct.error, AssertionError...): each is
+        # re-raised as one CorruptFileError naming the file and the cause
+        raise CorruptFileError(f"{path}: not readable DINO weights ({type(e).__name__}: "
+                               f"{' '.join(str(e).split())[:200]})") from e
     if isinstance(state, dict) and "teacher" in state and isinstance(state["teacher"], dict):
         state = state["teacher"]  # a DINO training checkpoint: use the teacher
     if not isinstance(state, dict):
@@ -361,34 +377,22 @@ def _build(state: dict, cfg: ViTConfig, where: str) -> ViT:
     return model
 
 
-def _resolve(spec: str, offline: bool | None, search_dirs=()) -> str:
-    """Spec -> local path, through the project's resolver (engine/models/resolve.py).
+def _local_path(spec: str, offline: bool | None, search_dirs=()) -> Path:
+    """Spec -> local file or folder, through the one resolver (engine/models/resolve.py).
 
-    When the resolver answers with a hub id (downloading allowed, found
+    When the resolver answers with a hub repo (downloading allowed, found
     nowhere local), only the config and the safetensors weights are fetched.
     """
-    try:
-        from .resolve import resolve_model
-    except ImportError:  # resolver not available: local paths only
-        resolve_model = None
-    if resolve_model is None:
-        if os.path.exists(spec):
-            return spec
-        raise ModelNotFoundError(
-            f"DINO model {spec!r} not found: give a folder with config.json + {WEIGHTS_NAME} "
-            f"(LiveLayers format or a transformers ViTModel such as facebook/dino-vitb8), "
-            f"or an original DINO .pth/.safetensors file")
-    found = resolve_model(spec, kind="dino", offline=offline, search_dirs=search_dirs)
-    if os.path.exists(found):
-        return found
-    repo = found.removeprefix("hf-hub:")
-    try:
-        from huggingface_hub import snapshot_download
-        return snapshot_download(repo, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
-    except Exception as e:
-        raise ModelNotFoundError(f"DINO model {spec!r}: could not download {repo!r} ({e}); "
-                                 f"fetch it with `python -m livelayers models fetch` or put "
-                                 f"config.json + {WEIGHTS_NAME} in $LIVELAYERS_MODELS/dino/") from e
+    from . import resolve
+    found = resolve.resolve(spec, "dino", offline=offline, search_dirs=search_dirs)
+    if found.path is not None:
+        return Path(found.path)
+    if found.hub is None or found.hub.startswith(("http://", "https://")):
+        raise ModelNotFoundError(f"DINO model {spec!r} has no hub repo to download from; give a "
+                                 f"folder with {CONFIG_NAME} + {WEIGHTS_NAME} or a .pth file")
+    model_id = found.entry["id"] if found.entry else None
+    return resolve.download_hub(found.hub.removeprefix("hf-hub:"), [CONFIG_NAME, WEIGHTS_NAME],
+                                model_id=model_id)
 
 
 def load_dino(spec: str, device: str | torch.device = "cpu", offline: bool | None = None,
@@ -407,20 +411,14 @@ def load_dino(spec: str, device: str | torch.device = "cpu", offline: bool | Non
         raise InputError(node, "spec", f"is {spec!r}",
                          "a folder, a .pth/.safetensors file, 'local-dir:/path' or a repo id")
     spec = spec.strip()
-    if spec.startswith("local-dir:"):
-        path = spec[len("local-dir:"):]
-        if not os.path.exists(path):
-            raise ModelNotFoundError(f"DINO folder {path!r} does not exist")
-    else:
-        path = _resolve(spec, offline, search_dirs)
-    p = Path(path)
+    p = _local_path(spec, offline, search_dirs)
     if p.is_dir():
         model = _load_folder(p)
     elif p.is_file():
         state = _read_state(p)
         model = _build(state, config_from_dino_state(state), str(p))
     else:
-        raise ModelNotFoundError(f"DINO model {spec!r} resolved to {path!r}, which does not exist")
+        raise ModelNotFoundError(f"DINO model {spec!r} resolved to '{p}', which does not exist")
     from ..device import pick_device
     dev = device if isinstance(device, torch.device) else pick_device(device)
     return DINOHandle(model, source=spec, device=dev)

@@ -10,7 +10,7 @@ See docs/regions.md.
 from .anchors import DinoAnchors, anchors_from_attention, dino_anchors, dino_view, saliency_map, top_k_peaks
 from .boxes import DEFAULT_BOX_SIZES, box_iou, box_mask, box_proposals, roi_features
 from .editors import (RECOLOUR_REGIONS, colour_in_prompt, diffusion_editor, foreground_in_box,
-                      recolour_editor, surroundings)
+                      quiet_progress, recolour_editor, surroundings)
 from .learn import (MODES, OBJECTIVES, RANKS, RegionsResult, box_sizes_for, learn_regions, lowest_loss,
                     pick, proposal_logits, top_r, train_anchor)
 from .losses import (box_losses, clip_targets, edit_losses, losses_and_scores, rank_candidates,
@@ -22,8 +22,8 @@ from .network import (CUE_FEATURES, GEOMETRY_FEATURES, AmortisedRegionNetwork, B
 __all__ = [
     "DinoAnchors", "anchors_from_attention", "dino_anchors", "dino_view", "saliency_map", "top_k_peaks",
     "DEFAULT_BOX_SIZES", "box_iou", "box_mask", "box_proposals", "roi_features",
-    "RECOLOUR_REGIONS", "colour_in_prompt", "diffusion_editor", "foreground_in_box", "recolour_editor",
-    "surroundings",
+    "RECOLOUR_REGIONS", "colour_in_prompt", "diffusion_editor", "foreground_in_box", "quiet_progress",
+    "recolour_editor", "surroundings",
     "MODES", "OBJECTIVES", "RANKS", "RegionsResult", "box_sizes_for", "learn_regions", "lowest_loss",
     "pick", "proposal_logits", "top_r", "train_anchor",
     "box_losses", "clip_targets", "edit_losses", "losses_and_scores", "rank_candidates", "ranking_scores",

@@ -3,8 +3,9 @@
 - ``diffusion_editor``: blended diffusion (pixel or latent) through
   ``engine.diffusion.edit_region``; the top-ranked sample is the edit.
 - ``recolour_editor``: a cheap, deterministic, real edit for tests and quick
-  demos on toy-world pictures: the box is repainted in the prompt's colour
-  word, keeping each pixel's brightness (so shapes and textures stay
+  demos: the box is repainted in the prompt's colour word (looked up in the
+  caller's ``colours`` table, e.g. ``toyworld.scenes.COLOURS`` for toy-world
+  pictures), keeping each pixel's brightness (so shapes and textures stay
   visible). ``region="box"`` paints the whole box (smaller boxes leave old
   colour, larger ones paint the background too); ``region="foreground"``
   paints only what stands out from the box's surroundings, the way an
@@ -15,21 +16,24 @@
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
 from ..errors import InputError
+from ..progress import Progress
 
 # sRGB luma weights (Rec. 601), enough to keep shading when recolouring
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 
-def colour_in_prompt(prompt: str, colours: dict[str, tuple[float, float, float]] | None = None,
+def colour_in_prompt(prompt: str, colours: Mapping[str, tuple[float, float, float]],
                      node: str = "recolour_editor") -> tuple[str, tuple[float, float, float]]:
-    """The first colour word of ``prompt`` (toy-world COLOURS by default)."""
-    if colours is None:
-        from ..toyworld.scenes import COLOURS as colours
+    """The first word of ``prompt`` that names a colour of ``colours`` (name ->
+    sRGB in [0, 1]), with its value. The table is the caller's: the engine
+    knows no palette, and a repaint must match the world the pictures come from."""
+    if not isinstance(colours, Mapping) or not colours:
+        raise InputError(node, "colours", f"is {colours!r}", "a non-empty mapping colour name -> (r, g, b)")
     for word in prompt.lower().replace(",", " ").replace(".", " ").split():
         if word in colours:
             return word, colours[word]
@@ -91,16 +95,18 @@ def foreground_in_box(image: torch.Tensor, mask: torch.Tensor, threshold: float 
     return out * (mask > 0.5).to(mask)
 
 
-def recolour_editor(prompt: str, strength: float = 1.0, region: str = "box",
-                    threshold: float = 0.2) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Editor that repaints the mask in the prompt's colour.
+def recolour_editor(prompt: str, strength: float = 1.0, region: str = "box", threshold: float = 0.2, *,
+                    colours: Mapping[str, tuple[float, float, float]],
+                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Editor that repaints the mask in the prompt's colour (its first word
+    found in ``colours``, name -> sRGB; ``colour_in_prompt``).
 
     image (1, 3, H, W) [0,1], mask (1, 1, H, W) -> (1, 3, H, W): inside the
     mask (``region="box"``) or only on its foreground (``"foreground"``,
     ``foreground_in_box`` with ``threshold``), colour · (0.45 + 0.9 ·
     luma(pixel)), blended by ``strength``.
     """
-    _, rgb = colour_in_prompt(prompt)
+    _, rgb = colour_in_prompt(prompt, colours)
     if region not in RECOLOUR_REGIONS:
         raise InputError("recolour_editor", "region", f"is {region!r}", ", ".join(RECOLOUR_REGIONS))
     colour = torch.tensor(rgb).view(1, 3, 1, 1)
@@ -115,14 +121,23 @@ def recolour_editor(prompt: str, strength: float = 1.0, region: str = "box",
     return edit
 
 
+def quiet_progress(progress: Progress, label: str = "") -> Progress:
+    """A reporter for an editor's inner runs (each box's diffusion): it shows
+    nothing, so the caller's bar follows the region search alone, but it
+    stops whenever ``progress`` would (the global stop flag, or the caller's
+    own ``should_stop``, e.g. ComfyUI's interrupt)."""
+    return Progress(should_stop=lambda: bool(progress.should_stop is not None and progress.should_stop()),
+                    label=label or progress.label)
+
+
 def diffusion_editor(handle, clip, prompt: str, *, steps: int | None = None, start: float = 0.25,
                      samples: int = 2, views: int = 4, seed: int = 0, guidance: float | None = None,
                      progress=None, **options) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Editor that runs blended diffusion (``edit_region``) in the mask and
     returns its best-ranked sample. Every call uses the same ``seed``, so
     box proposals are compared on equal terms. ``progress`` goes to each
-    ``edit_region`` call (e.g. a quiet reporter, so that the caller's bar
-    is not mixed with the diffusion steps)."""
+    ``edit_region`` call (e.g. ``quiet_progress(caller's)``, so that the
+    caller's bar is not mixed with the diffusion steps)."""
     from ..diffusion import edit_region
 
     def edit(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

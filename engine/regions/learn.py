@@ -138,7 +138,7 @@ def _validate_mode(node: str, mode: str, rank: str, objective: str, r: int | Non
         return m
     if mode == "amortised" and region_model is None:
         raise InputError(node, "region_model", "is missing; mode 'amortised' needs a trained region "
-                         "network", "a region model (toy-regions, or one from engine/toyworld/train_regions.py)")
+                         "network", "a region model (toy-regions, or one from toyworld/train_regions.py)")
     r = (1 if mode == "amortised" else m) if r is None or r == 0 else min(r, m)
     if mode == "per-image" and region_model is None and r < m:
         raise InputError(node, "proposals_per_anchor", f"is {r} with no region model",

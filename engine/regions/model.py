@@ -4,7 +4,7 @@ A region-model folder holds ``config.json`` (``"format": "livelayers-regions"``,
 the network's sizes, the box sizes and the DINO / CLIP it was trained
 with, and the training report) and ``model.safetensors``. Loading never
 runs code (safetensors). Catalogue id of the toy one: ``toy-regions``
-(``tests/assets/toy_regions``, made by ``engine/toyworld/train_regions.py``).
+(``tests/assets/toy_regions``, made by ``toyworld/train_regions.py``).
 
 The network reads DINO features and a CLIP text embedding, so it only
 works with a DINO of the same width and a CLIP of the same embedding size
@@ -51,11 +51,11 @@ class RegionModel:
         if dino.embed_dim != self.feature_dim:
             raise InputError(node, input_name, f"was trained on DINO features of width {self.feature_dim} "
                              f"({self.dino or 'unknown DINO'}) but this DINO has {dino.embed_dim}",
-                             "a region model trained with this DINO (engine/toyworld/train_regions.py)")
+                             "a region model trained with this DINO (toyworld/train_regions.py)")
         if clip.embed_dim != self.text_dim:
             raise InputError(node, input_name, f"reads CLIP text embeddings of size {self.text_dim} "
                              f"({self.clip or 'unknown CLIP'}) but this CLIP has {clip.embed_dim}",
-                             "a region model trained with this CLIP (engine/toyworld/train_regions.py)")
+                             "a region model trained with this CLIP (toyworld/train_regions.py)")
 
 
 def save_region_model(network: AmortisedRegionNetwork, folder: str | Path, box_sizes, *,
@@ -118,7 +118,7 @@ def load_region_model(spec: str, offline: bool | None = None, search_dirs=(),
         path = Path(resolve_model(spec, kind="regions", offline=offline, search_dirs=search_dirs))
     if not path.is_dir():
         raise ModelNotFoundError(f"region model {spec!r}: {str(path)!r} is not a folder; train one with "
-                                 f"`python -m livelayers.engine.toyworld.train_regions --out <folder>`")
+                                 f"`python -m livelayers.toyworld.train_regions --out <folder>`")
     model = _read(path)
     model.source = spec
     return model

@@ -5,7 +5,7 @@
   on one image's edited proposals.
 - ``AmortisedRegionNetwork``: the same RoI branch plus the prompt's text
   embedding and the box geometry, trained once across many images and
-  prompts (``engine/toyworld/train_regions.py``) to predict which box of
+  prompts (``toyworld/train_regions.py``) to predict which box of
   each anchor gives the lowest exact loss, so that at inference the editor
   runs only on its top-r boxes.
 """

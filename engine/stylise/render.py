@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..atlas.store import Atlas
+from .. import progress
 
 
 def layer_alpha(alpha: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -77,6 +78,7 @@ def render_stylised(atlas: Atlas, indices: list[int], plate: torch.Tensor | None
     cut = atlas_cutoff(atlas, cutoff)
     outs = []
     for s in range(0, len(indices), batch):
+        progress.check(node)
         chunk = indices[s:s + batch]
         uv_f, uv_b, a = atlas.frame_maps(chunk)
         p = plate[s:s + batch].float() if plate is not None else frame_colour(atlas, uv_b, "bg")

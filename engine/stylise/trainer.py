@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,11 +200,23 @@ def training_step(fields, crops: ObjectCrops, clip, texts: tuple[str, str], s: S
     return loss, numbers, preview
 
 
-def fingerprint(atlas: Atlas, clip, texts: tuple[str, str], s: StyliseSettings, seed: int) -> str:
-    """Identity of a run's inputs, so a run folder is only resumed by the same job."""
+# Settings a run folder may change between calls: more steps continue the run.
+EXTENDABLE_SETTINGS = ("steps", "checkpoint_every")
+
+
+def fingerprint(atlas: Atlas, clip, texts: tuple[str, str], s: StyliseSettings, seed: int,
+                *, run: bool = False) -> str:
+    """Identity of a stylisation's inputs (same steps too). ``run=True``: the
+    run folder's identity, without ``EXTENDABLE_SETTINGS``, so asking for
+    more steps resumes the folder instead of refusing it."""
+    identity = s.to_dict()
+    if run:
+        for key in EXTENDABLE_SETTINGS:
+            identity.pop(key)
     h = hashlib.sha256()
     h.update(_tensor_digest(atlas.fields.state_dict()).encode())
-    for part in (*texts, s.to_json(), str(seed), getattr(clip, "spec", ""), getattr(clip, "source", "")):
+    for part in (*texts, json.dumps(identity, sort_keys=True), str(seed), getattr(clip, "spec", ""),
+                 getattr(clip, "source", "")):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:32]
@@ -276,13 +289,14 @@ def stylise_atlas(clip, atlas: Atlas, global_text: str, local_text: str,
     dev = pick_device(device)
     run_dir = None if run_dir in (None, "") else Path(run_dir)
     fp = fingerprint(atlas, clip, texts, s, seed)
+    run_fp = fingerprint(atlas, clip, texts, s, seed, run=True)
 
     crops = object_crops(atlas, s, dev)
     fields = stylised_fields(atlas, dev)
     opt = make_optimizer(fields, s)
     gen = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {k: [] for k in LOSS_NAMES}
-    step = _resume(run_dir, fields, opt, gen, fp, history)
+    step = _resume(run_dir, fields, opt, gen, run_fp, history)
     try:
         while step < s.steps:
             for group in opt.param_groups:   # the paper's step schedule, from the step alone
@@ -295,17 +309,17 @@ def stylise_atlas(clip, atlas: Atlas, global_text: str, local_text: str,
             for k in LOSS_NAMES:
                 history[k].append(numbers.get(k, 0.0))
             if run_dir is not None and step % s.checkpoint_every == 0 and step < s.steps:
-                _save_run(run_dir, fields, opt, gen, step, fp, history)
+                _save_run(run_dir, fields, opt, gen, step, run_fp, history)
             info = {"loss": numbers["total"], **{k: v for k, v in numbers.items() if k != "total"}}
             if progress.wants_preview(step):
                 info["preview"] = preview.clamp(0, 1).cpu()
             progress.update(step, s.steps, **info)
     except (Cancelled, KeyboardInterrupt):
         if run_dir is not None:
-            _save_run(run_dir, fields, opt, gen, step, fp, history)
+            _save_run(run_dir, fields, opt, gen, step, run_fp, history)
         raise
     if run_dir is not None:  # finished: a repeat call returns at once
-        _save_run(run_dir, fields, opt, gen, step, fp, history)
+        _save_run(run_dir, fields, opt, gen, step, run_fp, history)
     fields.requires_grad_(False)
     fields.eval()
     out = Atlas(fields.cpu(), atlas.settings, atlas.geometry, list(atlas.frame_numbers),

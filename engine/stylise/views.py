@@ -11,7 +11,7 @@ input, then a random perspective warp (p = .5, corners moved inward by
 U(.1, .5) of the half side) and, for half of them, the background replaced
 by black (the object alone).
 
-Geometry reuses Text2LIVE's warps (``text2live.augment``): every view is
+Geometry uses the shared warps (``engine/augment.py``): every view is
 one 3x3 matrix mapping view coordinates to crop coordinates (normalised,
 ``align_corners=False``) and all views of a crop are drawn with one
 ``grid_sample``, differentiably. Randomness comes only from the generator
@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..text2live.augment import _coin, _u, crop_matrices, perspective_matrices, sample_with_matrices
+from ..augment import coin, crop_matrices, perspective_matrices, sample_with_matrices, uniform
 
 
 def resized_crop_matrices(gen: torch.Generator, n: int, scale: tuple[float, float],
@@ -33,8 +33,8 @@ def resized_crop_matrices(gen: torch.Generator, n: int, scale: tuple[float, floa
     torchvision's RandomResizedCrop draws them: area fraction U(scale), aspect
     log-uniform in ``aspect``; a crop larger than the image in one direction is
     clipped to it; the position is uniform over where the crop fits."""
-    area = _u(gen, n, *scale) * height * width
-    ratio = torch.exp(_u(gen, n, math.log(aspect[0]), math.log(aspect[1])))
+    area = uniform(gen, n, *scale) * height * width
+    ratio = torch.exp(uniform(gen, n, math.log(aspect[0]), math.log(aspect[1])))
     cw = torch.sqrt(area * ratio).clamp(max=width)
     ch = torch.sqrt(area / ratio).clamp(max=height)
     sx, sy = cw / width, ch / height                 # half sizes in normalised units
@@ -74,8 +74,8 @@ def with_perspective(gen: torch.Generator, matrices: torch.Tensor, p: float,
     """Follow each view by a random perspective warp with probability ``p``
     (distortion U(distortion) per view): ``(n, 3, 3)`` -> ``(n, 3, 3)``."""
     n = matrices.shape[0]
-    use = _coin(gen, n, p)
-    strength = _u(gen, n, *distortion).view(n, 1, 1)
+    use = coin(gen, n, p)
+    strength = uniform(gen, n, *distortion).view(n, 1, 1)
     persp = perspective_matrices(gen, n, strength)   # per-view strength broadcasts
     persp = torch.where(use.view(n, 1, 1), persp, torch.eye(3).expand(n, 3, 3))
     return matrices @ persp
@@ -115,5 +115,5 @@ def sample_views(gen: torch.Generator, object_part: torch.Tensor, background_par
         mats.append(local_matrices(gen, n_local, alpha, s.local_scale, s.aspect, s.min_object,
                                    s.local_tries)[0])
     m = with_perspective(gen, torch.cat(mats), s.perspective_p, s.distortion)
-    remove = _coin(gen, m.shape[0], s.bg_removal_p)
+    remove = coin(gen, m.shape[0], s.bg_removal_p)
     return render_views(object_part, background_part, m, remove, size)

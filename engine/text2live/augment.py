@@ -8,11 +8,13 @@ Two jobs:
   that CLIP sees, each a random crop then flip / affine / perspective /
   colour jitter / grayscale.
 
-Geometry is done kornia-style: every view's crop, flip, rotation,
-translation and perspective are composed into one 3x3 matrix that maps
-output coordinates to source coordinates (normalised to [-1, 1],
-``align_corners=False``), and all views are drawn with a single
-``grid_sample``. Gradients flow from every view back to the image.
+Geometry is done kornia-style with the shared warps of ``engine/augment.py``:
+every view's crop, flip, rotation, translation and perspective are composed
+into one 3x3 matrix that maps output coordinates to source coordinates
+(normalised to [-1, 1], ``align_corners=False``, black outside), and all
+views are drawn with a single ``grid_sample``. Gradients flow from every
+view back to the image. What is drawn, and in which order, is Text2LIVE's
+own (the official code's augmentations).
 
 All randomness comes from the ``torch.Generator`` passed in (CPU), so a run
 is reproducible from its seed.
@@ -25,90 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
-def _u(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
-    """``n`` uniform samples in [lo, hi) (CPU, float32)."""
-    return lo + (hi - lo) * torch.rand(n, generator=gen)
-
-
-def _coin(gen: torch.Generator, n: int, p: float) -> torch.Tensor:
-    """``n`` Bernoulli(p) draws as a bool tensor."""
-    return torch.rand(n, generator=gen) < p
-
-
-# --------------------------------------------------------------------------- matrices
-
-def crop_matrices(cx: torch.Tensor, cy: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
-    """Sampling matrices ``(N, 3, 3)`` of axis-aligned crops: a crop centred at
-    (cx, cy) with half-sizes (sx, sy), all in normalised source coordinates."""
-    m = torch.zeros(len(cx), 3, 3)
-    m[:, 0, 0], m[:, 0, 2] = sx, cx
-    m[:, 1, 1], m[:, 1, 2] = sy, cy
-    m[:, 2, 2] = 1
-    return m
-
-
-def flip_matrices(flip: torch.Tensor) -> torch.Tensor:
-    """``(N, 3, 3)``: horizontal mirror where ``flip`` (bool ``(N,)``) is set."""
-    m = torch.eye(3).repeat(len(flip), 1, 1)
-    m[:, 0, 0] = torch.where(flip, -1.0, 1.0)
-    return m
-
-
-def affine_matrices(angle_deg: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
-    """``(N, 3, 3)`` rotation by ``angle_deg`` then translation by (tx, ty)
-    fractions of the view size (2·t in normalised units)."""
-    a = torch.deg2rad(angle_deg)
-    m = torch.eye(3).repeat(len(a), 1, 1)
-    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = torch.cos(a), -torch.sin(a), 2 * tx
-    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = torch.sin(a), torch.cos(a), 2 * ty
-    return m
-
-
-def homographies_from_corners(dst: torch.Tensor) -> torch.Tensor:
-    """``(N, 3, 3)`` homographies mapping the square's corners
-    (-1,-1), (1,-1), (1,1), (-1,1) onto ``dst`` ``(N, 4, 2)``."""
-    src = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
-    n = dst.shape[0]
-    a = torch.zeros(n, 8, 8)
-    b = torch.zeros(n, 8)
-    for k in range(4):  # two equations per corner correspondence (DLT with h33 = 1)
-        x, y = src[k]
-        u, v = dst[:, k, 0], dst[:, k, 1]
-        a[:, 2 * k, 0], a[:, 2 * k, 1], a[:, 2 * k, 2] = x, y, 1
-        a[:, 2 * k, 6], a[:, 2 * k, 7] = -u * x, -u * y
-        a[:, 2 * k + 1, 3], a[:, 2 * k + 1, 4], a[:, 2 * k + 1, 5] = x, y, 1
-        a[:, 2 * k + 1, 6], a[:, 2 * k + 1, 7] = -v * x, -v * y
-        b[:, 2 * k], b[:, 2 * k + 1] = u, v
-    h = torch.linalg.solve(a, b)
-    return torch.cat([h, torch.ones(n, 1)], dim=1).view(n, 3, 3)
-
-
-def perspective_matrices(gen: torch.Generator, n: int, distortion: float) -> torch.Tensor:
-    """Random perspective warps like torchvision's RandomPerspective: each
-    corner moves inward by up to ``distortion`` x half the side."""
-    base = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
-    inward = -base.sign()  # direction towards the centre for each corner
-    shift = distortion * torch.rand(n, 4, 2, generator=gen)
-    return homographies_from_corners(base + inward * shift)
-
-
-def sample_with_matrices(images: torch.Tensor, matrices: torch.Tensor, size: tuple[int, int],
-                         mode: str = "bilinear") -> torch.Tensor:
-    """Warp: output pixel p takes the source at ``matrices @ p`` (normalised coordinates).
-
-    ``images`` ``(N, C, H, W)``, ``matrices`` ``(N, 3, 3)`` -> ``(N, C, h, w)``
-    for ``size = (h, w)``. Outside the source reads 0 (black), as torchvision's fill=0.
-    """
-    h, w = size
-    ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h * 2 - 1
-    xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w * 2 - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    pts = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).view(1, -1, 3)  # (1, hw, 3)
-    src = pts @ matrices.transpose(1, 2)  # (N, hw, 3)
-    grid = (src[..., :2] / src[..., 2:3]).view(-1, h, w, 2)
-    grid = grid.to(device=images.device, dtype=images.dtype)
-    return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
+from ..augment import (affine_matrices, coin, crop_matrices, flip_matrices, perspective_matrices,
+                       sample_with_matrices, uniform)
 
 
 # --------------------------------------------------------------------------- colour
@@ -145,10 +65,10 @@ def colour_jitter(x: torch.Tensor, gen: torch.Generator, strength: float, apply:
     """
     n = x.shape[0]
     one = torch.ones(n)
-    b = torch.where(apply, _u(gen, n, 1 - strength, 1 + strength), one)
-    c = torch.where(apply, _u(gen, n, 1 - strength, 1 + strength), one)
-    s = torch.where(apply, _u(gen, n, 1 - strength, 1 + strength), one)
-    h = torch.where(apply, _u(gen, n, -strength, strength), torch.zeros(n))
+    b = torch.where(apply, uniform(gen, n, 1 - strength, 1 + strength), one)
+    c = torch.where(apply, uniform(gen, n, 1 - strength, 1 + strength), one)
+    s = torch.where(apply, uniform(gen, n, 1 - strength, 1 + strength), one)
+    h = torch.where(apply, uniform(gen, n, -strength, strength), torch.zeros(n))
 
     def per(v):
         return v.to(x).view(n, 1, 1, 1)
@@ -192,14 +112,14 @@ def training_crop(image: torch.Tensor, gen: torch.Generator, cfg: CropSettings =
     Scaling then cropping is one resampling of the source (bilinear).
     """
     _, _, H, W = image.shape
-    scale = float(_u(gen, 1, *cfg.scale))
-    fh, fw = _u(gen, 2, *cfg.crop).tolist()
+    scale = float(uniform(gen, 1, *cfg.scale))
+    fh, fw = uniform(gen, 2, *cfg.crop).tolist()
     sh, sw = H * scale, W * scale                     # the scaled image, in pixels
     h, w = max(8, round(sh * fh)), max(8, round(sw * fw))  # the crop, in pixels
     oy = float(torch.rand(1, generator=gen)) * max(sh - h, 0.0)
     ox = float(torch.rand(1, generator=gen)) * max(sw - w, 0.0)
-    flip = _coin(gen, 1, cfg.flip_p)
-    jitter = _coin(gen, 1, cfg.jitter_p)
+    flip = coin(gen, 1, cfg.flip_p)
+    jitter = coin(gen, 1, cfg.jitter_p)
     # Crop box in the scaled image -> normalised source coordinates.
     cx = torch.tensor([((ox + w / 2) / sw) * 2 - 1])
     cy = torch.tensor([((oy + h / 2) / sh) * 2 - 1])
@@ -233,15 +153,15 @@ def view_matrices(n_views: int, gen: torch.Generator, cfg: ViewSettings = ViewSe
     ``whole_first``), the others random crops (sides U(0.6,1)) followed by
     hflip, affine and perspective with their probabilities."""
     n = n_views
-    sx, sy = _u(gen, n, *cfg.crop), _u(gen, n, *cfg.crop)
+    sx, sy = uniform(gen, n, *cfg.crop), uniform(gen, n, *cfg.crop)
     cx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sx)
     cy = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sy)
-    flip = _coin(gen, n, cfg.flip_p)
-    use_aff = _coin(gen, n, cfg.affine_p)
-    angle = torch.where(use_aff, _u(gen, n, -cfg.degrees, cfg.degrees), torch.zeros(n))
-    tx = torch.where(use_aff, _u(gen, n, -cfg.translate, cfg.translate), torch.zeros(n))
-    ty = torch.where(use_aff, _u(gen, n, -cfg.translate, cfg.translate), torch.zeros(n))
-    use_persp = _coin(gen, n, cfg.perspective_p)
+    flip = coin(gen, n, cfg.flip_p)
+    use_aff = coin(gen, n, cfg.affine_p)
+    angle = torch.where(use_aff, uniform(gen, n, -cfg.degrees, cfg.degrees), torch.zeros(n))
+    tx = torch.where(use_aff, uniform(gen, n, -cfg.translate, cfg.translate), torch.zeros(n))
+    ty = torch.where(use_aff, uniform(gen, n, -cfg.translate, cfg.translate), torch.zeros(n))
+    use_persp = coin(gen, n, cfg.perspective_p)
     persp = perspective_matrices(gen, n, cfg.distortion)
     persp = torch.where(use_persp.view(n, 1, 1), persp, torch.eye(3).expand(n, 3, 3))
     m = crop_matrices(cx, cy, sx, sy) @ flip_matrices(flip) @ affine_matrices(angle, tx, ty) @ persp
@@ -270,8 +190,8 @@ def clip_views(sources: torch.Tensor, n_views: int, size: int, gen: torch.Genera
     batch = sources.repeat_interleave(n_views, dim=0)
     views = sample_with_matrices(batch, mats, (size, size))
     n = views.shape[0]
-    jitter = _coin(gen, n, cfg.jitter_p)
-    gray = _coin(gen, n, cfg.grayscale_p)
+    jitter = coin(gen, n, cfg.jitter_p)
+    gray = coin(gen, n, cfg.grayscale_p)
     if whole_first:  # the whole view stays clean
         jitter[::n_views] = False
         gray[::n_views] = False

@@ -219,6 +219,7 @@ def apply_generator(generator: SkipGenerator, images: torch.Tensor, tile: int | 
 
 def _run_tiled(generator: SkipGenerator, x: torch.Tensor, tile: int, overlap: int | None) -> torch.Tensor:
     """One image ``(1, 3, H, W)`` -> ``(1, 4, H, W)``, tile by tile with feathered blending."""
+    from ..progress import check as check_stop
     h, w = x.shape[-2:]
     overlap = tile // 4 if overlap is None else overlap
     if tile <= overlap:
@@ -230,6 +231,7 @@ def _run_tiled(generator: SkipGenerator, x: torch.Tensor, tile: int, overlap: in
         th = min(tile, h)
         wy = _feather(th, overlap, y0 == 0, y0 + th >= h).to(x.device)
         for x0 in xs:
+            check_stop("tiled inference")  # one 4K image is many tiles
             tw = min(tile, w)
             wx = _feather(tw, overlap, x0 == 0, x0 + tw >= w).to(x.device)
             wt = (wy[:, None] * wx[None, :])[None, None]

@@ -1,6 +1,6 @@
 """Build (and briefly train) the tiny latent "Stable Diffusion" pipeline of the toy world.
 
-    nice -n 10 python -m livelayers.engine.toyworld.make_toy_sd --out tests/assets/toy_sd
+    nice -n 10 python -m livelayers.toyworld.make_toy_sd --out tests/assets/toy_sd
 
 Every part is the real diffusers/transformers class, only tiny, so the latent
 blending code runs unchanged on real Stable Diffusion folders:
@@ -177,7 +177,7 @@ def make(out: Path, vae_steps: int = 400, unet_steps: int = 400, batch: int = 16
     pipe.save_pretrained(tmp, safe_serialization=True)
     (tmp / "README.md").write_text(
         "# toy_sd\n\nTiny latent Stable-Diffusion-style pipeline of the LiveLayers toy world, "
-        "made by `engine/toyworld/make_toy_sd.py` "
+        "made by `toyworld/make_toy_sd.py` "
         f"(VAE {vae_steps} steps, UNet+text {unet_steps} steps, batch {batch}).\n"
         "The UNet is only briefly trained: it is for testing blending mechanics, "
         "not text-to-image quality.\n")

@@ -1,6 +1,6 @@
 """Train the tiny toy-world CLIP and save it in open_clip's ``local-dir`` format.
 
-    python -m livelayers.engine.toyworld.train_clip --out tests/assets/toy_clip
+    python -m livelayers.toyworld.train_clip --out tests/assets/toy_clip
 
 The model is a real open_clip ``CLIP`` (ViT image tower, transformer text
 tower, the standard BPE tokenizer), only small: 64 px images, patch 8, 4
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import replace_folder
+from ..engine.atomic import replace_folder
 from . import scenes
 
 MODEL_CFG = {

@@ -1,6 +1,6 @@
 """Train the amortised region network on the toy world and save it as a region model.
 
-    nice -n 10 python -m livelayers.engine.toyworld.train_regions --out tests/assets/toy_regions --threads 1
+    nice -n 10 python -m livelayers.toyworld.train_regions --out tests/assets/toy_regions --threads 1
 
 Learnable Regions edits the image inside every box proposal and keeps the
 one with the lowest exact CLIP loss (``mode="exhaustive"``: K·M editor runs
@@ -39,10 +39,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ..errors import Cancelled
-from ..progress import Progress, ensure
-from ..regions import (AmortisedRegionNetwork, box_inputs, box_iou, box_mask,
+from ..engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..engine.errors import Cancelled
+from ..engine.progress import Progress, ensure
+from ..engine.regions import (AmortisedRegionNetwork, box_inputs, box_iou, box_mask,
                        box_proposals, box_sizes_for, clip_targets, dino_anchors, losses_and_scores,
                        lowest_loss, pick, recolour_editor, roi_features, save_region_model, top_r)
 from . import scenes
@@ -88,7 +88,7 @@ def toy_task(rng: np.random.Generator, size: int, n_objects: int) -> ToyTask:
 
 def toy_editor(prompt: str):
     """The editor of the toy tasks: the recolour editor on the box's foreground."""
-    return recolour_editor(prompt, region="foreground")
+    return recolour_editor(prompt, region="foreground", colours=scenes.COLOURS)
 
 
 def covers_object(box, mask: np.ndarray, inside: float = 0.8, loose: float = 4.0) -> bool:
@@ -317,7 +317,7 @@ def _cached_tables(run_dir: Path | None, build) -> list[ProposalTable]:
         return [ProposalTable(**d) for d in torch.load(path, weights_only=True)]
     tables = build()
     if path is not None:
-        from ..atomic import atomic_path
+        from ..engine.atomic import atomic_path
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             torch.save([asdict(t) for t in tables], tmp)
@@ -325,8 +325,8 @@ def _cached_tables(run_dir: Path | None, build) -> list[ProposalTable]:
 
 
 def load_toy_models(device: str = "cpu"):
-    from ..models.clip import load_clip
-    from ..models.dino import load_dino
+    from ..engine.models.clip import load_clip
+    from ..engine.models.dino import load_dino
     return load_dino(DINO_SPEC, device=device), load_clip(CLIP_SPEC, device=device)
 
 
@@ -346,7 +346,7 @@ Trained on the exact losses of {images} toy tasks (recolour one object,
 32/64/128 px, K = 3 anchors x M = 7 boxes, all edited); see docs/regions.md
 and `config.json` for the held-out measurements. Licence: MIT (LiveLayers).
 """
-COMMAND = "nice -n 10 python -m livelayers.engine.toyworld.train_regions --out tests/assets/toy_regions --threads 1"
+COMMAND = "nice -n 10 python -m livelayers.toyworld.train_regions --out tests/assets/toy_regions --threads 1"
 
 
 def main(argv=None) -> None:
@@ -370,13 +370,13 @@ def main(argv=None) -> None:
     t_data = time.time() - t0
     net = train(tables, args.steps, args.batch, args.lr, args.seed, hidden=args.hidden, run_dir=args.run_dir)
     t_train = time.time() - t0 - t_data
-    report = {"trained_with": "engine/toyworld/train_regions.py", "images": args.images,
+    report = {"trained_with": "toyworld/train_regions.py", "images": args.images,
               "steps": args.steps, "batch": args.batch, "lr": args.lr, "hidden": args.hidden,
               "seed": args.seed, "anchors": K_ANCHORS,
               "data_seconds": round(t_data, 1), "train_seconds": round(t_train, 1)}
     if args.eval_images:
         report["held_out"] = evaluate(net, dino, clip, args.eval_images)
-    from ..atomic import replace_folder
+    from ..engine.atomic import replace_folder
     staged = args.out.parent / f".{args.out.name}.staged"
     save_region_model(net, staged, BOX_SIZES, dino=DINO_SPEC, clip=CLIP_SPEC, report=report)
     (staged / "README.md").write_text(README.format(command=COMMAND, images=args.images))

@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..toyworld import scenes
+from ..engine.errors import InputError
+from . import scenes
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Train the tiny toy-world DINO ViT and save it as a LiveLayers DINO folder.
 
-    nice -n 10 python -m livelayers.engine.toyworld.train_dino --out tests/assets/toy_dino
+    nice -n 10 python -m livelayers.toyworld.train_dino --out tests/assets/toy_dino
 
 DINO (Caron et al., 2021) in miniature: a student ViT and a teacher that is
 an exponential moving average of the student. Both end in a projection head
@@ -38,10 +38,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ..errors import Cancelled
-from ..models.dino import ViT, ViTConfig, save_dino
-from ..progress import Progress, ensure
+from ..engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..engine.errors import Cancelled
+from ..engine.models.dino import ViT, ViTConfig, save_dino
+from ..engine.progress import Progress, ensure
 from . import scenes
 
 MODEL_CFG = ViTConfig(image_size=64, patch_size=8, width=96, depth=4, heads=3, mlp_ratio=4.0,
@@ -288,7 +288,7 @@ def train(out: Path | None, steps: int = 600, batch: int = 32, lr: float = 1e-3,
     report = attention_hit_rate(teacher.backbone)
     report.update(steps=steps, batch=batch, seed=seed)
     if out is not None:
-        save_dino(teacher.backbone, out, extra={"trained_with": "engine/toyworld/train_dino.py",
+        save_dino(teacher.backbone, out, extra={"trained_with": "toyworld/train_dino.py",
                                                 **report}, half=True)
     return report
 

@@ -6,13 +6,19 @@ a texture. Geometry lives in normalised coordinates, so the same scene renders
 at any resolution (64 px for the toy CLIP, 256 px for a Text2LIVE test), and
 every object's exact coverage mask comes with the picture.
 
-Pure NumPy; deterministic for a given ``numpy.random.Generator``.
+Pure NumPy (the caption templates are Text2LIVE's, imported from the engine);
+deterministic for a given ``numpy.random.Generator``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+
+# Captions use Text2LIVE's own prompt templates (one list, the engine's): the
+# toy CLIP sees them in training so that Text2LIVE's templated prompts mean
+# what the bare text means.
+from ..engine.text2live.settings import TEMPLATES
 
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.86, 0.10, 0.10),
@@ -26,14 +32,6 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 SHAPES = ("circle", "square", "triangle", "star")
 TEXTURES = ("plain", "striped", "dotted", "checkered")
 BACKGROUNDS = ("grass", "sand", "sky", "water")
-
-# The Text2LIVE text templates; the toy CLIP sees them in
-# training so that templated prompts mean what the bare text means.
-TEMPLATES = (
-    "photo of {}.", "high quality photo of {}.", "a photo of {}.", "the photo of {}.",
-    "image of {}.", "an image of {}.", "high quality image of {}.",
-    "a high quality image of {}.", "the {}.", "a {}.", "{}.", "{}", "{}!", "{}...",
-)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """Train the tiny pixel DDPM of the toy world and save it as a diffusers folder.
 
-    nice -n 10 python -m livelayers.engine.toyworld.train_ddpm \
+    nice -n 10 python -m livelayers.toyworld.train_ddpm \
         --out tests/assets/toy_ddpm --steps 2000 --run-dir /tmp/toy_ddpm_run
 
 The model is a real diffusers ``UNet2DModel`` (32x32 RGB, block channels
 32/64/96, one ResNet layer per block, self-attention at the middle
 resolution level and in the mid block) with a ``DDPMScheduler`` (linear betas,
 1000 steps, epsilon prediction). It learns to draw toy-world scenes (one or
-two objects on a textured background, ``engine.toyworld.scenes``) so that
+two objects on a textured background, ``toyworld.scenes``) so that
 blended-diffusion tests have a model whose samples look like the world the
 toy CLIP knows.
 
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ..atomic import replace_folder
-from ..errors import Cancelled
-from ..progress import Progress, ensure
+from ..engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..engine.atomic import replace_folder
+from ..engine.errors import Cancelled
+from ..engine.progress import Progress, ensure
 from . import scenes
 
 SIZE = 32
@@ -78,7 +78,7 @@ def save_folder(unet, scheduler, out: Path, info: dict) -> None:
     lines = [f"{k}: {v}" for k, v in info.items()]
     (tmp / "README.md").write_text(
         "# toy_ddpm\n\nTiny pixel DDPM of the LiveLayers toy world, made by "
-        "`engine/toyworld/train_ddpm.py`.\n\n" + "\n".join(f"- {l}" for l in lines) + "\n")
+        "`toyworld/train_ddpm.py`.\n\n" + "\n".join(f"- {l}" for l in lines) + "\n")
     replace_folder(tmp, out)
 
 
