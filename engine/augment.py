@@ -71,7 +71,13 @@ def affine_matrices(angle_deg: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor)
 def homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     """``(N, 3, 3)`` homographies H with H·[src, 1] ∝ [dst, 1] for four point
     pairs: ``src`` and ``dst`` ``(N, 4, 2)`` (either may be ``(4, 2)``, shared
-    by all N). The 8x8 direct linear transform with h33 = 1, float32."""
+    by all N). The 8x8 direct linear transform with h33 = 1, float32.
+
+    >>> square = torch.tensor([[0., 0.], [1., 0.], [1., 1.], [0., 1.]])
+    >>> h = homography(square, square * 2 + 1)    # scale by 2, move by (1, 1)
+    >>> torch.allclose(h[0], torch.tensor([[2., 0., 1.], [0., 2., 1.], [0., 0., 1.]]), atol=1e-5)
+    True
+    """
     n = max(src.shape[0] if src.ndim == 3 else 1, dst.shape[0] if dst.ndim == 3 else 1)
     src, dst = src.float().expand(n, 4, 2), dst.float().expand(n, 4, 2)
     a = torch.zeros(n, 8, 8)

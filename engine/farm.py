@@ -292,6 +292,27 @@ def openjd_template(job: FarmJob, *, graph_ref: str, train_ref: str | None,
     if range_constraint not in RANGE_CONSTRAINTS:
         raise FarmExportError(f"range constraint {range_constraint!r}; allowed: "
                               + ", ".join(RANGE_CONSTRAINTS))
+    override_names = _override_params(job)
+    render = _openjd_render_step(job, override_names, range_constraint, target_runtime_s)
+    steps = [render]
+    if train_ref is not None:
+        render["dependencies"] = [{"dependsOn": "train"}]
+        steps = [_openjd_train_step(job, override_names), render]
+    return {
+        "specificationVersion": "jobtemplate-2023-09",
+        "extensions": list(OPENJD_EXTENSIONS),
+        "name": job.name,
+        "description": f"LiveLayers workflow {job.graph.name}"
+                       + (f" trained by {job.train_graph.name}" if job.train_graph else ""),
+        "parameterDefinitions": _openjd_parameters(job, graph_ref, train_ref, override_names),
+        "steps": steps,
+    }
+
+
+def _openjd_parameters(job: FarmJob, graph_ref: str, train_ref: str | None,
+                       override_names: dict[str, str]) -> list[dict[str, Any]]:
+    """The job parameters a submitter sees: the graphs, frames, chunk size,
+    Python, the project root, then one STRING per ``--set`` override."""
     ui_group = {"groupLabel": "LiveLayers"}
     params: list[dict[str, Any]] = [
         {"name": "WorkflowFile", "type": "PATH", "objectType": "FILE", "dataFlow": "IN",
@@ -320,23 +341,29 @@ def openjd_template(job: FarmJob, *, graph_ref: str, train_ref: str | None,
          "outputs) resolve against on the worker: storage every worker sees.",
          "userInterface": {"label": "Project root", **ui_group}},
     ]
-    override_names = _override_params(job)
     for key, pname in override_names.items():
         params.append({"name": pname, "type": "STRING", "default": str(job.overrides[key]),
                        "description": f"Value of input {key} (passed as --set {key}=...).",
                        "userInterface": {"label": key, "groupLabel": "Overrides"}})
+    return params
 
-    def sets(step: str) -> list[str]:
-        out: list[str] = []
-        for key, _ in job.set_args(step):
-            out += ["--set", f"{key}={{{{Param.{override_names[key]}}}}}"]
-        return out
 
+def _openjd_set_args(job: FarmJob, step: str, override_names: dict[str, str]) -> list[str]:
+    """``--set key={{Param.Set_…}}`` for the overrides that apply to ``step``'s graph."""
+    out: list[str] = []
+    for key, _ in job.set_args(step):
+        out += ["--set", f"{key}={{{{Param.{override_names[key]}}}}}"]
+    return out
+
+
+def _openjd_render_step(job: FarmJob, override_names: dict[str, str], range_constraint: str,
+                        target_runtime_s: int | None) -> dict[str, Any]:
+    """The chunked render step: one task per chunk of ``{{Param.Frames}}``."""
     chunks: dict[str, Any] = {"defaultTaskCount": "{{Param.ChunkSize}}",
                               "rangeConstraint": range_constraint}
     if target_runtime_s is not None:
         chunks["targetRuntimeSeconds"] = int(target_runtime_s)
-    render: dict[str, Any] = {
+    return {
         "name": "render",
         "description": "Render the workflow over the frame range, one chunk per task.",
         "parameterSpace": {"taskParameterDefinitions": [
@@ -345,29 +372,19 @@ def openjd_template(job: FarmJob, *, graph_ref: str, train_ref: str | None,
             "command": "{{Param.Python}}",
             "args": _runner_args(job, "{{Param.WorkflowFile}}", "{{Task.Param.Frame}}", "openjd",
                                  "{{Param.Root}}")
-            + sets("render")}}},
+            + _openjd_set_args(job, "render", override_names)}}},
     }
-    steps = [render]
-    if train_ref is not None:
-        train = {
-            "name": "train",
-            "description": "Train once (the render step reads what this writes).",
-            "script": {"actions": {"onRun": {
-                "command": "{{Param.Python}}",
-                "args": _runner_args(job, "{{Param.TrainWorkflowFile}}", None, "openjd",
-                                     "{{Param.Root}}")
-                + sets("train")}}},
-        }
-        render["dependencies"] = [{"dependsOn": "train"}]
-        steps = [train, render]
+
+
+def _openjd_train_step(job: FarmJob, override_names: dict[str, str]) -> dict[str, Any]:
+    """The train step, run once before any render task."""
     return {
-        "specificationVersion": "jobtemplate-2023-09",
-        "extensions": list(OPENJD_EXTENSIONS),
-        "name": job.name,
-        "description": f"LiveLayers workflow {job.graph.name}"
-                       + (f" trained by {job.train_graph.name}" if job.train_graph else ""),
-        "parameterDefinitions": params,
-        "steps": steps,
+        "name": "train",
+        "description": "Train once (the render step reads what this writes).",
+        "script": {"actions": {"onRun": {
+            "command": "{{Param.Python}}",
+            "args": _runner_args(job, "{{Param.TrainWorkflowFile}}", None, "openjd", "{{Param.Root}}")
+            + _openjd_set_args(job, "train", override_names)}}},
     }
 
 

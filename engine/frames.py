@@ -10,7 +10,15 @@ from typing import Iterable
 
 
 def parse_frames(expr: str | int | Iterable[int] | None) -> list[int] | None:
-    """Frame numbers in the expression's order; ``None``/``""`` means all frames."""
+    """Frame numbers in the expression's order; ``None``/``""`` means all frames.
+
+    >>> parse_frames("1-4")
+    [1, 2, 3, 4]
+    >>> parse_frames("1-9:4,20")
+    [1, 5, 9, 20]
+    >>> parse_frames("") is None
+    True
+    """
     if expr is None:
         return None
     if isinstance(expr, int):
@@ -29,7 +37,11 @@ def parse_frames(expr: str | int | Iterable[int] | None) -> list[int] | None:
 
 
 def format_frames(frames: Iterable[int]) -> str:
-    """Compact expression for a list of frames (``[1,2,3,5]`` → ``"1-3,5"``)."""
+    """Compact expression for a list of frames.
+
+    >>> format_frames([1, 2, 3, 5, 7, 8])
+    '1-3,5,7-8'
+    """
     frames = list(frames)
     parts: list[str] = []
     i = 0

@@ -4,11 +4,10 @@
 widgets to engine calls. MASK outputs are the layer's alpha (1 = object)."""
 from __future__ import annotations
 
-from ..engine.atlas import Atlas, load_matching, save_atlas
+from ..engine.atlas import Atlas
 from ..engine.atlas.products import atlas_image, check_resolution
 from ..engine.errors import InputError
-from ..engine.stylise import StyliseSettings, render_stylised, stylise_atlas
-from ..engine.stylise.trainer import check_inputs, fingerprint
+from ..engine.stylise import StyliseSettings, render_stylised, stylise_or_reuse
 from . import _widgets as W
 from ._convert import image_to_nchw, n1hw_to_mask, nchw_to_image
 from ._runtime import node_function, progress_for, resolve_path
@@ -145,16 +144,10 @@ class LL_StyliseVideoObject:
             use_local=bool(use_local), lambda_local=float(lambda_local),
             use_temporal=bool(use_temporal), lambda_temporal=float(lambda_temporal),
             use_sparsity=bool(use_sparsity), lambda_sparsity=float(lambda_sparsity))
-        check_inputs(atlas, clip, global_text, local_text, s, node)
-        texts = (global_text.strip(), local_text.strip())
-        atlas_path = resolve_path(atlas_path, "output")  # relative: ComfyUI's output folder
-        done = load_matching(atlas_path, fingerprint(atlas, clip, texts, s, int(seed)))  # this job's, saved
-        if done is None:
-            done = stylise_atlas(clip, atlas, *texts, settings=s, seed=int(seed), device=device,
-                                 run_dir=resolve_path(run_dir, "output") or None,
-                                 progress=progress_for(node), node=node).atlas
-            if atlas_path:
-                save_atlas(done, atlas_path)
+        done = stylise_or_reuse(clip, atlas, global_text, local_text, s, int(seed),
+                                resolve_path(atlas_path, "output") or None, device=device,
+                                run_dir=resolve_path(run_dir, "output") or None,
+                                progress=progress_for(node), node=node)
         layer, alpha, comp = render_stylised(done, list(range(done.n_frames)), plate, node=node)
         return (nchw_to_image(atlas_image(done, "fg", int(resolution))), nchw_to_image(layer),
                 n1hw_to_mask(alpha), nchw_to_image(comp), done)

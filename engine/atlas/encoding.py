@@ -29,7 +29,11 @@ _PRIMES = (1, 2654435761, 805459861)
 
 
 def grid_resolutions(levels: int, base: int, scale: float) -> list[int]:
-    """Cells per side of every level: ``floor(base · scale^l)``."""
+    """Cells per side of every level: ``floor(base · scale^l)``.
+
+    >>> grid_resolutions(4, 16, 1.5)
+    [16, 24, 36, 54]
+    """
     return [int(math.floor(base * scale ** level)) for level in range(levels)]
 
 

@@ -295,30 +295,47 @@ def decompose(frames: torch.Tensor, masks: torch.Tensor | None = None,
     The clip (frames, masks, flows, maps) stays in CPU memory; only pixel
     batches and the fields go to ``device``.
     """
-    from .store import Atlas
     progress = progress_mod.ensure(progress, node)
-    settings = settings or AtlasSettings()
-    settings.validate(node)
-    check_clip(frames, masks, node)
-    frames = frames.detach().float().cpu()
-    masks = None if masks is None else masks.detach().float().cpu()
+    settings, frames, masks = _checked_clip(frames, masks, settings, node)
     boot = resolve_bootstrap(frames, masks, object_text, clip, relevancy_blocks, bootstrap, progress, node)
     dev = pick_device(device)
     run_dir = None if run_dir in (None, "") else Path(run_dir)
     fp = fingerprint(frames, masks, settings, seed, boot)
     run_fp = fingerprint(frames, masks, settings, seed, boot, run=True)
 
+    data = _prepare_clip(frames, masks, settings, boot, dev)
+    fields = build_fields(settings, seed).to(dev)
+    opt = make_optimizer(fields, settings)
+    gen = torch.Generator().manual_seed(seed)
+    step = _resume(run_dir, fields, opt, gen, run_fp)
+    numbers = _train_fields(fields, opt, gen, data, settings, step, run_dir, run_fp, progress, dev)
+    return _finish(fields, data, settings, seed, fp, numbers, boot, masks, frame_numbers, dev)
+
+
+def _checked_clip(frames, masks, settings: AtlasSettings | None, node: str):
+    """Refuse bad settings or clips first; the clip as float32 on the CPU."""
+    settings = settings or AtlasSettings()
+    settings.validate(node)
+    check_clip(frames, masks, node)
+    frames = frames.detach().float().cpu()
+    return settings, frames, None if masks is None else masks.detach().float().cpu()
+
+
+def _prepare_clip(frames, masks, settings: AtlasSettings, boot, dev) -> "_Clip":
+    """Stage 1: optical flow both ways and the text bootstrap's soft target."""
     flows, valid = clip_flows(frames, settings.flow_fb_threshold, settings.flow_method,
                               settings.raft_weights or None, settings.flow_min_side)
     soft = None if boot is None else soft_target(boot.relevancy, frames, boot.grid, settings.text_low,
                                                  settings.text_high, settings.text_refine,
                                                  settings.text_refine_eps)
-    data = _Clip(frames, masks, flows, valid, dev, soft=soft)
-    fields = build_fields(settings, seed).to(dev)
-    opt = make_optimizer(fields, settings)
-    gen = torch.Generator().manual_seed(seed)
-    step = _resume(run_dir, fields, opt, gen, run_fp)
+    return _Clip(frames, masks, flows, valid, dev, soft=soft)
 
+
+def _train_fields(fields, opt, gen, data, settings: AtlasSettings, step: int, run_dir, run_fp: str,
+                  progress, dev) -> dict[str, float]:
+    """Stage 2: steps ``step … settings.steps − 1`` (cosine lr, checkpoints,
+    progress with previews; a stop saves the run and re-raises). Returns the
+    last step's numbers."""
     numbers: dict[str, float] = {}
     try:
         while step < settings.steps:
@@ -342,8 +359,15 @@ def decompose(frames: torch.Tensor, masks: torch.Tensor | None = None,
         raise
     if run_dir is not None:  # finished: the final checkpoint lets a repeat call return at once
         _save_run(run_dir, fields, opt, gen, step, run_fp)
+    return numbers
+
+
+def _finish(fields, data, settings: AtlasSettings, seed: int, fp: str, numbers, boot, masks,
+            frame_numbers, dev):
+    """Stage 3: the trained fields as an ``Atlas`` handle on the CPU."""
+    from .store import Atlas
     fields.eval()
-    n = frames.shape[0]
+    n = data.geo.n_frames
     source = {"bootstrap": "masks" if masks is not None else ("text" if boot is not None else "none")}
     if boot is not None:
         source.update(boot.describe())
@@ -373,11 +397,9 @@ def decompose_or_reuse(frames: torch.Tensor, masks: torch.Tensor | None = None,
     so it is computed once either way. Returns an ``Atlas``.
     """
     from .store import load_matching, save_atlas
-    settings = settings or AtlasSettings()
-    settings.validate(node)           # refuse bad inputs before the relevancy or a file is read
-    check_clip(frames, masks, node)
+    # refuse bad inputs before the relevancy or a file is read
+    settings, frames, masks = _checked_clip(frames, masks, settings, node)
     progress = progress_mod.ensure(progress, node)
-    frames, masks = frames.detach().float().cpu(), None if masks is None else masks.detach().float().cpu()
     boot = resolve_bootstrap(frames, masks, object_text, clip, relevancy_blocks, progress=progress,
                              node=node)
     if atlas_path:

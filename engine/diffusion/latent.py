@@ -27,6 +27,7 @@ as UNet input, as diffusers' inpainting pipeline builds it.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -129,6 +130,102 @@ def fine_tune_decoder(vae, z: torch.Tensor, target_fg: torch.Tensor, source: tor
         return decode(dec, z)
 
 
+def _check_latent_settings(handle, image, mask, steps, start, samples, background_fix, mask_mode,
+                           cfg) -> None:
+    check_inputs(NODE, image, mask, handle.pixel_multiple)
+    check_settings(NODE, steps, start, samples)
+    if background_fix not in BACKGROUND_FIXES:
+        raise InputError(NODE, "background_fix", f"is {background_fix!r}", ", ".join(BACKGROUND_FIXES))
+    if mask_mode not in MASK_MODES:
+        raise InputError(NODE, "mask_mode", f"is {mask_mode!r}", ", ".join(MASK_MODES))
+    if cfg < 0:
+        raise InputError(NODE, "cfg", f"is {cfg}", "a guidance scale >= 0 (1 = no guidance)")
+
+
+@dataclass
+class _Latents:
+    """The source in latent space: ``z0 (1, 4, h, w)``, the blend mask
+    ``mask (1, 1, h, w)``, and for an inpainting UNet (9 input channels) its
+    extra inputs ``hole`` (the mask) and ``masked`` (the latent of the image
+    with a hole), else None."""
+    z0: torch.Tensor
+    mask: torch.Tensor
+    hole: torch.Tensor | None
+    masked: torch.Tensor | None
+
+
+def _latent_inputs(handle, image, mask, mask_mode: str) -> _Latents:
+    z0 = encode_image(handle, image)                                   # (1, 4, h, w)
+    m_lat = latent_mask(mask, handle.vae_scale_factor, mask_mode)
+    if float(m_lat.max()) == 0:
+        raise InputError(NODE, "mask", "covers no latent cell with mask_mode 'nearest'",
+                         "a larger mask, or mask_mode 'maxpool'")
+    hole_lat = masked_lat = None
+    if handle.in_channels == 9:  # inpainting UNet: mask + latent of the image with a hole
+        hole = (mask >= 0.5).float()
+        hole_lat = F.interpolate(hole, size=z0.shape[-2:], mode="nearest").to(handle.dtype)
+        masked_lat = encode_image(handle, image * (1 - hole)).to(handle.dtype)
+    return _Latents(z0, m_lat, hole_lat, masked_lat)
+
+
+def _text_embeddings(handle, prompt: str, negative_prompt: str, samples: int, cfg: float) -> torch.Tensor:
+    """The UNet's text conditioning for every sample: ``(2S, L, D)`` with
+    classifier-free guidance (negative prompt first), else ``(S, L, D)``."""
+    cond = encode_prompts(handle, [prompt])
+    if cfg == 1.0:
+        return cond.expand(samples, -1, -1)
+    uncond = encode_prompts(handle, [negative_prompt])
+    return torch.cat([uncond.expand(samples, -1, -1), cond.expand(samples, -1, -1)])
+
+
+@torch.no_grad()
+def _blend(handle, sched, ts, z, latents: _Latents, masks, text, cfg: float, seeds, gens, steps: int,
+           progress) -> torch.Tensor:
+    """The denoising loop: after every DDIM step the latents outside the
+    (shrinking) mask are replaced by the source noised to the next step's
+    level, and by the source itself at the end. Returns ``z (S, 4, h, w)``."""
+    use_cfg = cfg != 1.0
+    samples, shape, dev = z.shape[0], tuple(latents.z0.shape[1:]), z.device
+    source = latents.z0.expand(samples, -1, -1, -1)
+    step_gap = sched.config.num_train_timesteps // steps
+    for k, t in enumerate(ts):
+        z_in = sched.scale_model_input(torch.cat([z, z]) if use_cfg else z, t)
+        z_in = _unet_input(handle, z_in, latents.hole, latents.masked)
+        eps = handle.unet(z_in.to(handle.dtype), t, encoder_hidden_states=text).sample.float()
+        if use_cfg:
+            e_u, e_c = eps.chunk(2)
+            eps = e_u + cfg * (e_c - e_u)
+        z = sched.step(eps, t, z).prev_sample
+        t_prev = int(t) - step_gap
+        noise = seeded_noise(shape, seeds, dev, gens=gens)
+        if k < len(ts) - 1 and t_prev >= 0:
+            bg = sched.add_noise(source, noise, torch.full((samples,), t_prev, dtype=torch.long))
+        else:
+            bg = source
+        z = z * masks[k] + bg * (1 - masks[k])
+        info = {}
+        if progress.wants_preview(k):
+            info["preview"] = decode(handle.vae, z[:1]).cpu()
+        progress.update(k + 1, len(ts), **info)
+    return z
+
+
+def _fix_background(handle, z, generated, image, mask, background_fix: str, feather: float,
+                    decoder_steps: int, progress) -> tuple[torch.Tensor, torch.Tensor]:
+    """The background the decoded samples keep: ``paste`` the source outside
+    the (feathered) mask, ``decoder`` fine-tune the VAE decoder per sample, or
+    ``none``. Returns (images ``(S, 3, H, W)``, alpha ``(1, 1, H, W)``)."""
+    if background_fix == "paste":
+        alpha = feather_alpha(mask, feather)
+        return paste(generated, image, alpha), alpha
+    images = generated
+    if background_fix == "decoder":
+        images = torch.cat([fine_tune_decoder(handle.vae, z[i:i + 1], generated[i:i + 1],
+                                              image, mask, decoder_steps, progress=progress)
+                            for i in range(generated.shape[0])])
+    return images, mask.clone()
+
+
 def blended_latent_diffusion(handle, clip, image: torch.Tensor, mask: torch.Tensor, prompt: str, *,
                              steps: int = 50, start: float = 0.25, samples: int = 4,
                              seed: int = 0, cfg: float = 7.5, negative_prompt: str = "",
@@ -144,79 +241,30 @@ def blended_latent_diffusion(handle, clip, image: torch.Tensor, mask: torch.Tens
     """
     from diffusers import DDIMScheduler
     progress = ensure(progress, NODE)
-    check_inputs(NODE, image, mask, handle.pixel_multiple)
-    check_settings(NODE, steps, start, samples)
-    if background_fix not in BACKGROUND_FIXES:
-        raise InputError(NODE, "background_fix", f"is {background_fix!r}", ", ".join(BACKGROUND_FIXES))
-    if mask_mode not in MASK_MODES:
-        raise InputError(NODE, "mask_mode", f"is {mask_mode!r}", ", ".join(MASK_MODES))
-    if cfg < 0:
-        raise InputError(NODE, "cfg", f"is {cfg}", "a guidance scale >= 0 (1 = no guidance)")
-    dev, dtype = handle.device, handle.dtype
+    _check_latent_settings(handle, image, mask, steps, start, samples, background_fix, mask_mode, cfg)
+    dev = handle.device
     image = image.to(dev, torch.float32)
     mask = mask.to(dev, torch.float32)
     seeds = [seed + i for i in range(samples)]
     gens = generators(seeds)
 
-    z0 = encode_image(handle, image)                                   # (1, 4, h, w)
-    m_lat = latent_mask(mask, handle.vae_scale_factor, mask_mode)
-    if float(m_lat.max()) == 0:
-        raise InputError(NODE, "mask", "covers no latent cell with mask_mode 'nearest'",
-                         "a larger mask, or mask_mode 'maxpool'")
-    radius = auto_shrink_radius(m_lat) if shrink_radius == "auto" else int(shrink_radius)
-    mask_lat_in = masked_lat = None
-    if handle.in_channels == 9:  # inpainting UNet: mask + latent of the image with a hole
-        hole = (mask >= 0.5).float()
-        mask_lat_in = F.interpolate(hole, size=z0.shape[-2:], mode="nearest").to(dtype)
-        masked_lat = encode_image(handle, image * (1 - hole)).to(dtype)
-
-    use_cfg = cfg != 1.0
-    cond = encode_prompts(handle, [prompt])
-    uncond = encode_prompts(handle, [negative_prompt]) if use_cfg else None
-    text = torch.cat([uncond.expand(samples, -1, -1), cond.expand(samples, -1, -1)]) \
-        if use_cfg else cond.expand(samples, -1, -1)
+    latents = _latent_inputs(handle, image, mask, mask_mode)
+    radius = auto_shrink_radius(latents.mask) if shrink_radius == "auto" else int(shrink_radius)
+    text = _text_embeddings(handle, prompt, negative_prompt, samples, cfg)
 
     sched = DDIMScheduler.from_config(handle.scheduler.config)
     sched.set_timesteps(steps)
     ts = sched.timesteps[int(steps * start):]
-    masks = shrink_schedule(m_lat, len(ts), radius)
-    shape = tuple(z0.shape[1:])
-    z = sched.add_noise(z0.expand(samples, -1, -1, -1), seeded_noise(shape, seeds, dev, gens=gens),
-                        ts[:1].repeat(samples))
-    step_gap = sched.config.num_train_timesteps // steps
+    masks = shrink_schedule(latents.mask, len(ts), radius)
+    shape = tuple(latents.z0.shape[1:])
+    z = sched.add_noise(latents.z0.expand(samples, -1, -1, -1),
+                        seeded_noise(shape, seeds, dev, gens=gens), ts[:1].repeat(samples))
+    z = _blend(handle, sched, ts, z, latents, masks, text, cfg, seeds, gens, steps, progress)
     with torch.no_grad():
-        for k, t in enumerate(ts):
-            z_in = sched.scale_model_input(torch.cat([z, z]) if use_cfg else z, t)
-            z_in = _unet_input(handle, z_in, mask_lat_in, masked_lat)
-            eps = handle.unet(z_in.to(dtype), t, encoder_hidden_states=text).sample.float()
-            if use_cfg:
-                e_u, e_c = eps.chunk(2)
-                eps = e_u + cfg * (e_c - e_u)
-            z = sched.step(eps, t, z).prev_sample
-            t_prev = int(t) - step_gap
-            noise = seeded_noise(shape, seeds, dev, gens=gens)
-            if k < len(ts) - 1 and t_prev >= 0:
-                bg = sched.add_noise(z0.expand(samples, -1, -1, -1), noise,
-                                     torch.full((samples,), t_prev, dtype=torch.long))
-            else:
-                bg = z0.expand(samples, -1, -1, -1)
-            z = z * masks[k] + bg * (1 - masks[k])
-            info = {}
-            if progress.wants_preview(k):
-                info["preview"] = decode(handle.vae, z[:1]).cpu()
-            progress.update(k + 1, len(ts), **info)
         generated = decode(handle.vae, z)                              # (S, 3, H, W)
 
-    if background_fix == "paste":
-        alpha = feather_alpha(mask, feather)
-        images = paste(generated, image, alpha)
-    else:
-        alpha = mask.clone()
-        images = generated
-        if background_fix == "decoder":
-            images = torch.cat([fine_tune_decoder(handle.vae, z[i:i + 1], generated[i:i + 1],
-                                                  image, mask, decoder_steps, progress=progress)
-                                for i in range(samples)])
+    images, alpha = _fix_background(handle, z, generated, image, mask, background_fix, feather,
+                                    decoder_steps, progress)
     if clip is not None:
         scores = clip_similarity(clip, images, mask, clip.encode_text([prompt]))
     else:

@@ -254,6 +254,91 @@ def _per_image_network(region_model, channels: int, m: int, text, inputs, seed: 
         return RegionNetwork(channels, m)
 
 
+@dataclass
+class _Plan:
+    """What one image's search works on: the proposals ``boxes (K, M, 4)``,
+    their RoI features ``roi (K, M, C, l, l)``, the CLIP targets and prompt
+    embedding ``text (1, D)``, the region network's ``logits (K, M)`` and
+    ``inputs`` (None without one), and ``edited (K, M)`` bool: the proposals
+    the editor will run on."""
+    boxes: torch.Tensor
+    roi: torch.Tensor
+    targets: object
+    text: torch.Tensor
+    logits: torch.Tensor | None
+    inputs: torch.Tensor | None
+    edited: torch.Tensor
+
+
+def _plan(found, clip, image, prompt, source_prompt, sizes, mode, r, region_model) -> _Plan:
+    """Stage 1: boxes around the anchors, their features, and which to edit."""
+    H, W = image.shape[-2:]
+    k, m = found.anchors.shape[0], len(sizes)
+    boxes = box_proposals(found.anchors, sizes, (H, W))                         # (K, M, 4)
+    roi = torch.stack([roi_features(found.feature_map, boxes[a], (H, W)) for a in range(k)])
+    targets = clip_targets(clip, image, prompt, source_prompt)
+    text = clip.encode_text([prompt]).float().cpu()                             # (1, D)
+    logits = inputs = None
+    if mode != "exhaustive" and region_model is not None:
+        inputs = box_inputs(boxes, sizes, (H, W), found.feature_map, found.saliency, found.anchors)
+        logits = proposal_logits(region_model, roi, text, inputs)
+    if mode != "exhaustive" and r < m and logits is not None:
+        edited = top_r(logits, r)
+    else:
+        edited = torch.ones(k, m, dtype=torch.bool)
+    return _Plan(boxes, roi, targets, text, logits, inputs, edited)
+
+
+def _edit_and_score(editor, clip, image, plan: _Plan, progress, total: int, mode: str):
+    """Stage 2: run the editor on every planned proposal and score each edit
+    exactly (one CLIP pass). Returns ({(a, j): (3, H, W) edit}, loss (K, M),
+    score (K, M)); NaN where a proposal was not edited."""
+    H, W = image.shape[-2:]
+    k, m = plan.edited.shape
+    edits: dict[tuple[int, int], torch.Tensor] = {}
+    for a in range(k):
+        for j in range(m):
+            if plan.edited[a, j]:
+                edits[a, j] = _run_editor(editor, image, box_mask(plan.boxes[a, j], (H, W)))[0]
+                progress.update(len(edits), total, anchor=a, editor_runs=len(edits), mode=mode)
+    flat = torch.stack([edits[a, j] for a, j in plan.edited.nonzero().tolist()])  # (runs, 3, H, W)
+    box_loss = torch.full((k, m), math.nan)
+    box_score = torch.full((k, m), math.nan)
+    exact, score = losses_and_scores(clip, flat, plan.targets)
+    box_loss[plan.edited], box_score[plan.edited] = exact.float().cpu(), score.float().cpu()
+    return edits, box_loss, box_score
+
+
+def _learn_each_anchor(plan: _Plan, edits, box_loss, clip, region_model, steps, lr, tau, objective,
+                       seed, progress, total, runs, mode):
+    """Stage 3 (per-image mode): train each anchor's box distribution on its
+    edited proposals. Returns (choices, initial choices, histories, loss
+    curves, expected losses), one per anchor."""
+    choices, initial, history, losses, expected = [], [], [], [], []
+    for a in range(plan.edited.shape[0]):
+        idx = plan.edited[a].nonzero().view(-1)
+        net = _per_image_network(region_model, plan.roi.shape[2], len(idx), plan.text,
+                                 plan.inputs[a, idx] if plan.inputs is not None else None, seed, a)
+        with torch.no_grad():
+            initial.append(int(idx[int(net(plan.roi[a, idx]).argmax())]))
+        gen = torch.Generator().manual_seed(seed * 7919 + a)
+        base = runs + a * steps
+
+        def on_step(step: int, loss: float, base=base, a=a) -> None:
+            progress.update(base + step + 1, total, anchor=a, loss=loss, editor_runs=runs, mode=mode)
+
+        anchor_edits = torch.stack([edits[a, int(j)] for j in idx])
+        h, ls = train_anchor(net, plan.roi[a, idx], anchor_edits, clip, plan.targets, steps, lr, gen,
+                             tau, on_step, objective=objective, box_loss=box_loss[a, idx])
+        with torch.no_grad():
+            z = net(plan.roi[a, idx])
+        choices.append(int(idx[int(z.argmax())]))
+        history.append([int(idx[i]) for i in h])
+        losses.append(ls)
+        expected.append(float((F.softmax(z, dim=-1) * box_loss[a, idx]).sum()))
+    return choices, initial, history, losses, expected
+
+
 def learn_regions(dino, clip, editor: Editor, image: torch.Tensor, prompt: str, *,
                   K: int = 9, M: int | None = None, box_sizes: Sequence[float] | None = None,
                   mode: str = "exhaustive", proposals_per_anchor: int | None = None,
@@ -291,73 +376,27 @@ def learn_regions(dino, clip, editor: Editor, image: torch.Tensor, prompt: str, 
     H, W = image.shape[-2:]
 
     found = dino_anchors(dino, image, K, nms_radius, dino_size, node=node)
-    k = found.anchors.shape[0]
-    boxes = box_proposals(found.anchors, sizes, (H, W))                         # (K, M, 4)
-    roi = torch.stack([roi_features(found.feature_map, boxes[a], (H, W)) for a in range(k)])
-    targets = clip_targets(clip, image, prompt, source_prompt)
-    text = clip.encode_text([prompt]).float().cpu()                             # (1, D)
-
-    logits = inputs = None
-    if mode != "exhaustive" and region_model is not None:
-        inputs = box_inputs(boxes, sizes, (H, W), found.feature_map, found.saliency, found.anchors)
-        logits = proposal_logits(region_model, roi, text, inputs)
-    if mode == "exhaustive" or r >= m:
-        edited = torch.ones(k, m, dtype=torch.bool)
-    elif logits is not None:
-        edited = top_r(logits, r)
-    else:
-        edited = torch.ones(k, m, dtype=torch.bool)
-    runs_planned = int(edited.sum())
-    total = runs_planned + (k * steps if mode == "per-image" else 0)
-
-    # ---- edit the chosen proposals, score each edit exactly
-    edits: dict[tuple[int, int], torch.Tensor] = {}                             # (a, j) -> (3, H, W)
-    for a in range(k):
-        for j in range(m):
-            if edited[a, j]:
-                edits[a, j] = _run_editor(editor, image, box_mask(boxes[a, j], (H, W)))[0]
-                progress.update(len(edits), total, anchor=a, editor_runs=len(edits), mode=mode)
+    plan = _plan(found, clip, image, prompt, source_prompt, sizes, mode, r, region_model)
+    k = plan.boxes.shape[0]
+    total = int(plan.edited.sum()) + (k * steps if mode == "per-image" else 0)
+    edits, box_loss, box_score = _edit_and_score(editor, clip, image, plan, progress, total, mode)
     runs = len(edits)
-    flat = torch.stack([edits[a, j] for a, j in edited.nonzero().tolist()])    # (runs, 3, H, W)
-    box_loss = torch.full((k, m), math.nan)
-    box_score = torch.full((k, m), math.nan)
-    exact, score = losses_and_scores(clip, flat, targets)                      # one CLIP pass
-    box_loss[edited], box_score[edited] = exact.float().cpu(), score.float().cpu()
-
-    # ---- each anchor's box
     history, losses, expected = [], [], []
     if mode == "per-image":
-        choices, initial = [], []
-        for a in range(k):
-            idx = edited[a].nonzero().view(-1)
-            net = _per_image_network(region_model, roi.shape[2], len(idx), text,
-                                     inputs[a, idx] if inputs is not None else None, seed, a)
-            with torch.no_grad():
-                initial.append(int(idx[int(net(roi[a, idx]).argmax())]))
-            gen = torch.Generator().manual_seed(seed * 7919 + a)
-            base = runs + a * steps
-
-            def on_step(step: int, loss: float, base=base, a=a) -> None:
-                progress.update(base + step + 1, total, anchor=a, loss=loss, editor_runs=runs, mode=mode)
-
-            anchor_edits = torch.stack([edits[a, int(j)] for j in idx])
-            h, ls = train_anchor(net, roi[a, idx], anchor_edits, clip, targets, steps, lr, gen, tau,
-                                 on_step, objective=objective, box_loss=box_loss[a, idx])
-            with torch.no_grad():
-                z = net(roi[a, idx])
-            choices.append(int(idx[int(z.argmax())]))
-            history.append([int(idx[i]) for i in h])
-            losses.append(ls)
-            expected.append(float((F.softmax(z, dim=-1) * box_loss[a, idx]).sum()))
+        choices, initial, history, losses, expected = _learn_each_anchor(
+            plan, edits, box_loss, clip, region_model, steps, lr, tau, objective, seed,
+            progress, total, runs, mode)
     else:
         choices = lowest_loss(box_loss)
-        initial = [int(v) for v in logits.argmax(1)] if logits is not None else list(choices)
-
+        initial = ([int(v) for v in plan.logits.argmax(1)] if plan.logits is not None
+                   else list(choices))
+    boxes, logits = plan.boxes, plan.logits
+    edited = plan.edited
     best = pick(box_loss, box_score, choices, rank)
     box = tuple(int(v) for v in boxes[best, choices[best]].tolist())
     mask = box_mask(box, (H, W))
     chosen = edits[best, choices[best]][None].clone()
-    del edits, flat
+    del edits
     scores = box_score[torch.arange(k), torch.as_tensor(choices)]
     return RegionsResult(box=box, mask=mask, image=chosen, layer_rgb=chosen.clone(), layer_alpha=mask,
                          best_anchor=best, anchors=found.anchors, boxes=boxes, choices=choices,

@@ -9,7 +9,8 @@ mappings, opacity and background stay the decomposition's.
 """
 from .render import atlas_cutoff, is_stylised, layer_alpha, render_stylised
 from .settings import PREFIX_COUNTS, PREFIXES, TERMS, StyliseSettings, apply_prefix
-from .trainer import StyliseResult, stylise_atlas
+from .trainer import StyliseResult, stylise_atlas, stylise_or_reuse
 
 __all__ = ["PREFIXES", "PREFIX_COUNTS", "TERMS", "StyliseSettings", "StyliseResult", "apply_prefix",
-           "atlas_cutoff", "is_stylised", "layer_alpha", "render_stylised", "stylise_atlas"]
+           "atlas_cutoff", "is_stylised", "layer_alpha", "render_stylised", "stylise_atlas",
+           "stylise_or_reuse"]

@@ -31,7 +31,11 @@ def frame_embeddings(view_emb: torch.Tensor) -> torch.Tensor:
 
 
 def temporal_weight(gap: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
-    """Gaussian weight ``exp(−gap² / (2σ²))`` of a frame gap (any shape, frames)."""
+    """Gaussian weight ``exp(−gap² / (2σ²))`` of a frame gap (any shape, frames).
+
+    >>> [round(w, 4) for w in temporal_weight(torch.tensor([0., 5., 10.])).tolist()]
+    [1.0, 0.6065, 0.1353]
+    """
     return torch.exp(-gap.float() ** 2 / (2 * sigma * sigma))
 
 

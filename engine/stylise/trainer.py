@@ -326,3 +326,29 @@ def stylise_atlas(clip, atlas: Atlas, global_text: str, local_text: str,
                 dict(atlas.boxes), info=stylised_info(atlas, clip, texts, s, seed, fp, step),
                 _maps=atlas._maps)   # same mappings and opacity: share the per-frame cache
     return StyliseResult(out, history, step)
+
+
+def stylise_or_reuse(clip, atlas: Atlas, global_text: str, local_text: str,
+                     settings: StyliseSettings | None = None, seed: int = 0,
+                     atlas_path: str | Path | None = None, *, device: str = "auto",
+                     run_dir: str | Path | None = None, progress: Progress | None = None,
+                     node: str = "LL_StyliseVideoObject") -> Atlas:
+    """Stylise once per job: the stylised atlas already saved at ``atlas_path``
+    when it was made from the same source atlas, texts, settings, CLIP and
+    seed (its fingerprint), else :func:`stylise_atlas` and save the result
+    there (atomically). ``atlas_path`` None or "" = always train, save nothing.
+    Returns the stylised ``Atlas``."""
+    from ..atlas.store import load_matching, save_atlas
+    s = settings or StyliseSettings()
+    check_inputs(atlas, clip, global_text, local_text, s, node)
+    texts = (global_text.strip(), local_text.strip())
+    if atlas_path:
+        done = load_matching(atlas_path, fingerprint(atlas, clip, texts, s, int(seed)))
+        if done is not None:
+            return done
+    done = stylise_atlas(clip, atlas, *texts, settings=s, seed=int(seed), device=device,
+                         run_dir=run_dir, progress=progress, node=node).atlas
+    if atlas_path:
+        save_atlas(done, atlas_path)
+    return done
+

@@ -19,6 +19,10 @@ def composite(colour: torch.Tensor, alpha: torch.Tensor, background: torch.Tenso
 
     ``colour`` ``(N, 3, H, W)``, ``alpha`` ``(N, 1, H, W)``, ``background``
     ``(N, 3, H, W)`` or broadcastable (e.g. a ``(1, 3, 1, 1)`` flat colour).
+
+    >>> red, half = torch.tensor([1., 0., 0.]).view(1, 3, 1, 1), torch.full((1, 1, 1, 1), 0.5)
+    >>> composite(red, half, torch.zeros(1, 3, 1, 1)).flatten().tolist()
+    [0.5, 0.0, 0.0]
     """
     return alpha * colour + (1 - alpha) * background
 
@@ -35,6 +39,13 @@ def spherical_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     ``x`` ``(..., D)``, ``y`` ``(..., D)`` -> ``(...)``. Equals θ²/2 for the
     angle θ between the vectors: 0 for equal, π²/8 for orthogonal, π²/2 opposite.
+
+    >>> import math
+    >>> x, y = torch.tensor([1., 0.]), torch.tensor([0., 3.])
+    >>> round(spherical_distance(x, y).item() / (math.pi ** 2 / 8), 5)
+    1.0
+    >>> round(spherical_distance(x, -x).item() / (math.pi ** 2 / 2), 5)
+    1.0
     """
     x = F.normalize(x, dim=-1)
     y = F.normalize(y, dim=-1)
@@ -90,7 +101,11 @@ def sparsity_loss(alpha: torch.Tensor, l1: float = 0.01, l0: float = 0.01) -> to
 
 
 def bootstrap_weight(step: int, weight: float, steps: int) -> float:
-    """Bootstrap weight at ``step`` (0-based): ``weight`` annealed linearly to 0 at ``steps``."""
+    """Bootstrap weight at ``step`` (0-based): ``weight`` annealed linearly to 0 at ``steps``.
+
+    >>> [bootstrap_weight(s, 2.0, 4) for s in range(5)]
+    [2.0, 1.5, 1.0, 0.5, 0.0]
+    """
     if steps <= 0:
         return 0.0
     return weight * max(0.0, 1.0 - step / steps)

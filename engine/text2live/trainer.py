@@ -201,6 +201,80 @@ def calibrate_batchnorm(generator: SkipGenerator, image: torch.Tensor) -> None:
     generator.eval()
 
 
+@dataclass
+class GeneratorRun:
+    """One generator training's state, shared by the image and video trainers:
+    the generator, its optimiser and grad scaler, the crop/view sampler, the
+    loss history, and where its checkpoint goes (``ckpt_path`` None: no run
+    folder). Stages: ``start`` (build, or resume from the run folder),
+    ``train`` (the step loop: lr schedule, update, checkpoints, progress,
+    checkpoint on ``Cancelled``), ``finish`` (BN statistics, final checkpoint).
+    """
+    generator: SkipGenerator
+    opt: object
+    scaler: torch.amp.GradScaler
+    gen: torch.Generator
+    history: dict[str, list[float]]
+    ckpt_path: Path | None
+    fingerprint: str
+    kind: str
+    version: int
+    step: int = 0
+
+    @classmethod
+    def start(cls, s, seed: int, device: torch.device, amp, run_dir, fingerprint: str, node: str,
+              kind: str = CHECKPOINT_KIND, version: int = CHECKPOINT_VERSION,
+              same: str = "image") -> "GeneratorRun":
+        """A seeded generator, optimiser and sampler; resumed from
+        ``run_dir/checkpoint.pt`` when it holds this run (refused when it holds another)."""
+        generator = build_generator(s, seed, device)
+        run = cls(generator, make_optimizer(generator, s),
+                  torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
+                  torch.Generator().manual_seed(seed), {k: [] for k in LOSS_NAMES},
+                  Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None,
+                  fingerprint, kind, version)
+        if run.ckpt_path is not None and run.ckpt_path.is_file():
+            run.step = _resume(run.ckpt_path, fingerprint, generator, run.opt, run.scaler, run.gen,
+                               run.history, node, kind=kind, version=version, same=same)
+        return run
+
+    def save(self, step: int) -> None:
+        """Write the checkpoint of ``step`` (atomically; nothing without a run folder)."""
+        if self.ckpt_path is not None:
+            save_checkpoint(self.ckpt_path, {
+                "kind": self.kind, "version": self.version, "fingerprint": self.fingerprint,
+                "step": step, "generator": self.generator.state_dict(),
+                "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
+                "sampler": self.gen.get_state(), "rng": rng_state(), "losses": self.history})
+
+    def train(self, s, one_step, progress: Progress) -> None:
+        """Steps ``self.step … s.steps − 1``. ``one_step(step)`` returns the
+        loss (with graph), its record of terms, and a callable making the
+        preview (called only when the front end wants one)."""
+        self.generator.train()
+        try:
+            for step in range(self.step, s.steps):
+                for group in self.opt.param_groups:
+                    group["lr"] = _lr_at(step, s)
+                loss, record, preview = one_step(step)
+                optimiser_step(self.opt, self.scaler, loss, record, self.history)
+                done = step + 1
+                if done % s.checkpoint_every == 0 and done < s.steps:
+                    self.save(done)
+                info = {"loss": record["total"]}
+                if progress.wants_preview(done):
+                    info["preview"] = preview()
+                progress.update(done, s.steps, **info)
+        except Cancelled:
+            self.save(len(self.history["total"]))
+            raise
+
+    def finish(self, s, calibration_image: torch.Tensor) -> None:
+        """BatchNorm statistics of ``calibration_image``, then the final checkpoint."""
+        calibrate_batchnorm(self.generator, calibration_image)
+        self.save(s.steps)
+
+
 def train_text2live(clip, image: torch.Tensor, prompt: str, *, roi_text: str | None = None,
                     screen_text: str | None = None, bootstrap_mask: torch.Tensor | None = None,
                     settings: Text2LIVESettings | None = None, seed: int = 0,
@@ -239,53 +313,23 @@ def train_text2live(clip, image: torch.Tensor, prompt: str, *, roi_text: str | N
         target = bootstrap_target(clip, train_img, roi_text, mask_small, s.relevancy_blocks)
     texts = _encode_texts(clip, prompt, roi_text, screen_text)
 
-    generator = build_generator(s, seed, device)
-    opt = make_optimizer(generator, s)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    gen = torch.Generator().manual_seed(seed)
-    history: dict[str, list[float]] = {k: [] for k in LOSS_NAMES}
-    start = 0
-
     fingerprint = _fingerprint(image, bootstrap_mask, prompt, roi_text, screen_text, s, seed)
-    ckpt_path = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        start = _resume(ckpt_path, fingerprint, generator, opt, scaler, gen, history, node)
-
-    def save(step: int) -> None:
-        if ckpt_path is not None:
-            save_checkpoint(ckpt_path, {
-                "kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "fingerprint": fingerprint,
-                "step": step, "generator": generator.state_dict(), "optimizer": opt.state_dict(),
-                "scaler": scaler.state_dict(), "sampler": gen.get_state(), "rng": rng_state(),
-                "losses": history,
-            })
-
+    run = GeneratorRun.start(s, seed, device, amp, run_dir, fingerprint, node)
+    generator = run.generator
     train_dev = train_img.to(device)
     target_dev = target.to(device) if target is not None else None
-    generator.train()
-    try:
-        for step in range(start, s.steps):
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, s)
-            if step % s.whole_every == 0:
-                crop, crop_target = train_dev, target_dev
-            else:
-                crop, crop_target = training_crop(train_dev, gen, s.crop_aug, extra=target_dev)
-            loss, record, comp = loss_step(clip, generator, crop, crop_target, texts, s, step, gen, amp)
-            optimiser_step(opt, scaler, loss, record, history)
-            done = step + 1
-            if done % s.checkpoint_every == 0 and done < s.steps:
-                save(done)
-            info = {"loss": record["total"]}
-            if progress.wants_preview(done):
-                info["preview"] = comp
-            progress.update(done, s.steps, **info)
-    except Cancelled:
-        save(len(history["total"]))
-        raise
 
-    calibrate_batchnorm(generator, train_dev)
-    save(s.steps)
+    def one_step(step: int):
+        if step % s.whole_every == 0:
+            crop, crop_target = train_dev, target_dev
+        else:
+            crop, crop_target = training_crop(train_dev, run.gen, s.crop_aug, extra=target_dev)
+        loss, record, comp = loss_step(clip, generator, crop, crop_target, texts, s, step, run.gen, amp)
+        return loss, record, lambda: comp
+
+    run.train(s, one_step, progress)
+    run.finish(s, train_dev)
+    history = run.history
     if run_dir is not None:
         save_generator(generator, Path(run_dir) / GENERATOR_FILE,
                        metadata={"prompt": prompt, "roi_text": roi_text, "seed": seed, "steps": s.steps})

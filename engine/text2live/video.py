@@ -49,16 +49,14 @@ from ..atlas.fields import UV_SCALE
 from ..atlas.products import atlas_image
 from ..atlas.render import Edit, composite_layers, render_edit
 from ..atlas.store import Atlas
-from ..checkpoint import CHECKPOINT_NAME, rng_state, save_checkpoint
 from ..device import autocast_dtype, pick_device
-from ..errors import Cancelled, InputError
+from ..errors import InputError
 from ..progress import Progress, ensure
 from . import losses as L
 from .generator import SkipGenerator, apply_generator, save_generator, split_rgba
-from .objective import LOSS_NAMES, Frame, encode_texts, objective, uses
+from .objective import Frame, encode_texts, objective, uses
 from .settings import VIDEO_LAYERS, VideoSettings
-from .trainer import (_lr_at, _resume, build_generator, calibrate_batchnorm, make_optimizer,
-                      optimiser_step)
+from .trainer import GeneratorRun
 
 CHECKPOINT_KIND = "text2live_video"
 CHECKPOINT_VERSION = 1
@@ -350,48 +348,19 @@ def train_text2live_video(clip, atlas: Atlas, frames: torch.Tensor, prompt: str,
     data = ClipData(atlas, s.layer, resolution, targets, s.fg_atlas_margin)
     texts = encode_texts(clip, prompt, roi_text, screen_text)
 
-    generator = build_generator(s, seed, device)
-    opt = make_optimizer(generator, s)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    gen = torch.Generator().manual_seed(seed)
-    history: dict[str, list[float]] = {k: [] for k in LOSS_NAMES}
-    start = 0
     fingerprint = _fingerprint(atlas, frames, bootstrap_masks, prompt, roi_text, screen_text, s, seed)
-    ckpt_path = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        start = _resume(ckpt_path, fingerprint, generator, opt, scaler, gen, history, node,
-                        kind=CHECKPOINT_KIND, version=CHECKPOINT_VERSION, same="atlas, plate")
+    run = GeneratorRun.start(s, seed, device, amp, run_dir, fingerprint, node, kind=CHECKPOINT_KIND,
+                             version=CHECKPOINT_VERSION, same="atlas, plate")
+    generator = run.generator
 
-    def save(step: int) -> None:
-        if ckpt_path is not None:
-            save_checkpoint(ckpt_path, {
-                "kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "fingerprint": fingerprint,
-                "step": step, "generator": generator.state_dict(), "optimizer": opt.state_dict(),
-                "scaler": scaler.state_dict(), "sampler": gen.get_state(), "rng": rng_state(),
-                "losses": history,
-            })
+    def one_step(step: int):
+        crop = choose_crop(data, s, step, run.gen, generator.multiple)
+        loss, record = video_loss_step(clip, generator, data, crop, texts, s, step, run.gen, amp, device)
+        return loss, record, lambda: preview_frame(generator, data, crop.frames[len(crop.frames) // 2])
 
-    generator.train()
-    try:
-        for step in range(start, s.steps):
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, s)
-            crop = choose_crop(data, s, step, gen, generator.multiple)
-            loss, record = video_loss_step(clip, generator, data, crop, texts, s, step, gen, amp, device)
-            optimiser_step(opt, scaler, loss, record, history)
-            done = step + 1
-            if done % s.checkpoint_every == 0 and done < s.steps:
-                save(done)
-            info = {"loss": record["total"]}
-            if progress.wants_preview(done):
-                info["preview"] = preview_frame(generator, data, crop.frames[len(crop.frames) // 2])
-            progress.update(done, s.steps, **info)
-    except Cancelled:
-        save(len(history["total"]))
-        raise
-
-    calibrate_batchnorm(generator, data.atlas_rgb.to(device))
-    save(s.steps)
+    run.train(s, one_step, progress)
+    run.finish(s, data.atlas_rgb.to(device))
+    history = run.history
     edit = atlas_edit(generator, data.atlas_rgb, data.inner)
     if run_dir is not None:
         meta = {"prompt": prompt, "roi_text": roi_text, "seed": seed, "steps": s.steps,
