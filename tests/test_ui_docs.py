@@ -3,7 +3,6 @@ with --screenshot added (so they exit), the screenshot recipes as written
 but into a temporary folder."""
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import pytest
 
 pytest.importorskip("PySide6")
 from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from doc_blocks import blocks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "panel.md"
@@ -23,9 +24,7 @@ def qapp():
 
 def doc_commands() -> list[str]:
     """Command lines of the doc's fenced blocks that run the panel."""
-    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", DOC.read_text(), flags=re.S | re.M)
-    lines = [ln.split("  #")[0].strip() for b in blocks for ln in b.splitlines()]
-    return [ln for ln in lines if "-m livelayers panel" in ln]
+    return [c for b in blocks([DOC]) for c in b.commands() if "-m livelayers panel" in c]
 
 
 def run(line: str, tmp: Path) -> tuple[int, Path]:
