@@ -138,9 +138,8 @@ DOC = ROOT / "docs" / "comfyui.md"
 
 
 def doc_lines() -> list[str]:
-    import re
-    blocks = re.findall(r"^```bash\n(.*?)^```", DOC.read_text(), flags=re.S | re.M)
-    return [ln.split("  #")[0].strip() for b in blocks for ln in b.splitlines() if ln.strip()]
+    from doc_blocks import blocks
+    return [c for b in blocks([DOC]) if b.lang == "bash" for c in b.commands()]
 
 
 def test_doc_manual_install_runs_in_a_comfyui_tree(tmp_path):
