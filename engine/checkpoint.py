@@ -71,3 +71,49 @@ def load_checkpoint(path: str | Path, expect: dict[str, Any] | None = None) -> d
         if got != want:
             raise CorruptFileError(f"{path}: checkpoint has {key}={got!r}, expected {want!r}")
     return state
+
+
+def states(objects: dict[str, Any]) -> dict[str, Any]:
+    """The saveable state of each named training object, for a checkpoint:
+    ``torch.Generator`` by ``get_state()``, everything else (modules,
+    optimisers, grad scalers) by ``state_dict()``.
+
+    >>> g = torch.Generator().manual_seed(3)
+    >>> net = torch.nn.Linear(2, 1)
+    >>> sorted(states({"net": net, "gen": g}))
+    ['gen', 'net']
+    """
+    return {name: obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+            for name, obj in objects.items()}
+
+
+def load_states(state: dict[str, Any], objects: dict[str, Any]) -> None:
+    """Restore each named object from ``state[name]`` (the inverse of ``states``).
+
+    >>> a, b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    >>> load_states(states({"g": a}), {"g": b})
+    >>> torch.equal(torch.rand(3, generator=b), torch.rand(3, generator=a))
+    True
+    """
+    for name, obj in objects.items():
+        if isinstance(obj, torch.Generator):
+            obj.set_state(state[name])
+        else:
+            obj.load_state_dict(state[name])
+
+
+def resume_run(run_dir: Path | None, kind: str, version: int, fingerprint: str,
+               objects: dict[str, Any], belongs: str) -> dict[str, Any] | None:
+    """Restore ``run_dir/checkpoint.pt`` into ``objects`` and return the whole
+    state (``None`` when there is no run folder or no checkpoint yet). A
+    checkpoint of another run (other ``fingerprint``) is refused, naming
+    ``belongs``: what it belongs to ("a different clip, masks, settings or seed")."""
+    if run_dir is None or not (Path(run_dir) / CHECKPOINT_NAME).exists():
+        return None
+    path = Path(run_dir) / CHECKPOINT_NAME
+    state = load_checkpoint(path, expect={"kind": kind, "version": version})
+    if state["fingerprint"] != fingerprint:
+        raise CorruptFileError(f"{path}: this run folder belongs to {belongs}; "
+                               "use a new run_dir (or delete it)")
+    load_states(state, objects)
+    return state

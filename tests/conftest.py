@@ -30,6 +30,19 @@ def toy_clip(toy_clip_dir):
 
 
 @pytest.fixture(scope="module")
+def random_clip():
+    """A toy-sized open_clip model with random weights, wrapped as a CLIPHandle."""
+    import torch
+
+    from livelayers.engine.models.clip import handle_from_model
+    from livelayers.toyworld.train_clip import build_model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model()
+    return handle_from_model(model)
+
+
+@pytest.fixture(scope="module")
 def one_thread():
     """One torch intra-op thread for the module: on a shared 2-core machine two
     threads spin against other jobs and run several times slower. Restored after."""

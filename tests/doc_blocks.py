@@ -18,6 +18,11 @@ class Block:
     line: int     # line of the opening fence
     lang: str     # the fence's language tag ("" when untagged)
     text: str     # the body, indentation removed
+    marker: str = ""  # the name of a ``<!-- name -->`` comment right above the fence
+
+    def shell_lines(self) -> list[str]:
+        """``commands()`` without ``VAR=value`` assignments (tests set those themselves)."""
+        return [c for c in self.commands() if not re.match(r"^[A-Z_]+=", c)]
 
     def commands(self) -> list[str]:
         """The block's commands: continuation lines joined, comments dropped
@@ -40,6 +45,9 @@ def doc_files() -> list[Path]:
     return [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
 
 
+MARKER = re.compile(r"<!--\s*(?P<name>[\w-]+)\s*-->\s*$")
+
+
 def blocks(files: list[Path] | None = None) -> list[Block]:
     found = []
     for path in files or doc_files():
@@ -47,6 +55,14 @@ def blocks(files: list[Path] | None = None) -> list[Block]:
         for m in FENCE.finditer(text):
             indent = len(m.group("indent"))
             body = "\n".join(ln[indent:] for ln in m.group("body").splitlines())
+            above = MARKER.search(text[:m.start()].rstrip())
             found.append(Block(str(path.relative_to(ROOT)), text[:m.start()].count("\n") + 1,
-                               m.group("lang"), body))
+                               m.group("lang"), body, above.group("name") if above else ""))
     return found
+
+
+def marked_block(doc: str, marker: str) -> Block:
+    """The block of ``doc`` ("docs/video.md") right below ``<!-- marker -->``."""
+    found = [b for b in blocks([ROOT / doc]) if b.marker == marker]
+    assert len(found) == 1, f"{doc} has {len(found)} code blocks marked <!-- {marker} -->, not 1"
+    return found[0]

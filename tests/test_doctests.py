@@ -1,5 +1,5 @@
-"""The runnable examples in engine/ docstrings (``>>>``) are tests: every
-engine module is imported and its doctests run."""
+"""The runnable examples in engine/ and toyworld/ docstrings (``>>>``) are
+tests: every module of both is imported and its doctests run."""
 from __future__ import annotations
 
 import doctest
@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = sorted("livelayers." + ".".join(p.relative_to(ROOT).with_suffix("").parts)
-                 for p in (ROOT / "engine").rglob("*.py") if p.name != "__main__.py")
+                 for folder in ("engine", "toyworld")
+                 for p in (ROOT / folder).rglob("*.py") if p.name != "__main__.py")
 
 
 @pytest.mark.parametrize("name", MODULES)

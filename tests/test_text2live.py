@@ -31,17 +31,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def random_clip():
-    """A toy-sized open_clip model with random weights, wrapped as a CLIPHandle."""
-    from livelayers.engine.models.clip import handle_from_model
-    from livelayers.toyworld.train_clip import build_model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = build_model()
-    return handle_from_model(model)
-
-
-@pytest.fixture(scope="module")
 def scene_image():
     """(1, 3, 64, 64) red circle + yellow square on grass, and the circle's mask (1, 1, 64, 64)."""
     sc = scenes.ToyScene("grass", (scenes.ToyObject("circle", "red", "plain", 0.3, 0.35, 0.2),

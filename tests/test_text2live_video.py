@@ -40,17 +40,6 @@ def atlas(clip):
                      frame_numbers=list(range(1001, 1001 + N)))
 
 
-@pytest.fixture(scope="module")
-def random_clip():
-    """A toy-sized open_clip model with random weights, wrapped as a CLIPHandle."""
-    from livelayers.engine.models.clip import handle_from_model
-    from livelayers.toyworld.train_clip import build_model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = build_model()
-    return handle_from_model(model)
-
-
 def tiny(**kw) -> VideoSettings:
     base = dict(steps=4, views=2, generator=TINY_GEN, atlas_resolution=48, box_margin=4, box_threshold=0.5,
                 box_min_size=24, whole_every=3, checkpoint_every=2, bootstrap_steps=4)

@@ -12,7 +12,6 @@ graphs' plumbing does not depend on how well they are trained) and
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import shutil
 import subprocess
@@ -22,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from doc_blocks import marked_block
+
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "video.md"
 OPENJD = shutil.which("openjd") or str(Path(sys.executable).parent / "openjd")
 HAVE_OPENJD = Path(OPENJD).exists()
 N_FRAMES = 8
@@ -34,19 +34,10 @@ FAST = ["--set", "3.steps=30", "--set", "4.steps=3"]
 pytestmark = pytest.mark.slow
 
 
-def doc_commands(marker: str) -> list[list[str]]:
-    """The commands of the code block after ``<!-- marker -->`` in docs/video.md,
-    as argument lists (line continuations joined, comments and VAR=... lines dropped)."""
-    text = DOC.read_text()
-    m = re.search(rf"<!-- {marker} -->\s*```(?:bash)?\n(.*?)```", text, re.S)
-    assert m, f"docs/video.md has no code block marked <!-- {marker} -->"
-    block = m.group(1).replace("\\\n", " ")
-    out = []
-    for line in block.splitlines():
-        line = line.split("  #")[0].strip()
-        if line and not line.startswith("#") and not re.match(r"^[A-Z_]+=", line):
-            out.append(line)
-    return out
+def doc_commands(marker: str) -> list[str]:
+    """The commands of the code block after ``<!-- marker -->`` in docs/video.md
+    (line continuations joined, comments and VAR=... lines dropped)."""
+    return marked_block("docs/video.md", marker).shell_lines()
 
 
 def expand(line: str, root: Path, python: str = sys.executable) -> list[str]:

@@ -23,8 +23,9 @@ import pytest
 from livelayers.__main__ import main
 from livelayers.wedge import Wedge, WedgeError
 
+from doc_blocks import marked_block
+
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "scripting.md"
 EXAMPLE = ROOT / "examples" / "text2live.json"
 OPENJD = shutil.which("openjd") or str(Path(sys.executable).parent / "openjd")
 HAVE_OPENJD = os.access(OPENJD, os.X_OK)
@@ -34,21 +35,13 @@ NAMES = ["prompt-blue_circle__seed-0", "prompt-blue_circle__seed-1",
 
 
 def doc_block(marker: str) -> str:
-    m = re.search(rf"<!-- {marker} -->\s*```(?:bash|python)?\n(.*?)```", DOC.read_text(), re.S)
-    assert m, f"docs/scripting.md has no code block marked <!-- {marker} -->"
-    return m.group(1)
+    return marked_block("docs/scripting.md", marker).text
 
 
 def doc_commands(marker: str, root: Path) -> list[list[str]]:
     """The block's commands as argument lists ($ROOT and $(which python) expanded)."""
-    block = doc_block(marker).replace("\\\n", " ")
-    out = []
-    for line in block.splitlines():
-        line = line.split("  #")[0].strip()
-        if line and not line.startswith("#") and not re.match(r"^[A-Z_]+=", line):
-            line = line.replace("$(which python)", sys.executable).replace("$ROOT", str(root))
-            out.append(shlex.split(line))
-    return out
+    return [shlex.split(line.replace("$(which python)", sys.executable).replace("$ROOT", str(root)))
+            for line in marked_block("docs/scripting.md", marker).shell_lines()]
 
 
 def livelayers(args: list[str], cwd: Path, extra: list[str] = ()) -> int:

@@ -14,7 +14,6 @@ safetensors through open_clip's own ``save_for_hf`` so that
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import tempfile
@@ -26,6 +25,7 @@ import torch
 
 from ..engine.atomic import replace_folder
 from . import scenes
+from .cli import training_parser
 
 MODEL_CFG = {
     "embed_dim": 128,
@@ -338,15 +338,9 @@ def train(out: Path, steps: int, batch: int, lr: float, seed: int, pool_size: in
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("tests/assets/toy_clip"))
-    ap.add_argument("--steps", type=int, default=2500)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = training_parser(__doc__, out="tests/assets/toy_clip", steps=2500, batch=256, lr=1e-3, run_dir=False)
     ap.add_argument("--pool", type=int, default=20000)
     ap.add_argument("--save-every", type=int, default=250)
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--init", type=Path, default=None,
                     help="continue from this local-dir model (e.g. a second, lower-lr phase)")
     args = ap.parse_args(argv)

@@ -19,7 +19,6 @@ fp16 safetensors (upcast on load) to keep the committed copy small.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import tempfile
 import time
@@ -29,11 +28,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..engine.checkpoint import (CHECKPOINT_NAME, load_checkpoint, load_states, rng_state, save_checkpoint,
+                                 set_rng_state, states)
 from ..engine.atomic import replace_folder
 from ..engine.errors import Cancelled
 from ..engine.progress import Progress, ensure
 from . import scenes
+from .cli import training_parser
 
 SIZE = 32
 
@@ -91,13 +92,12 @@ def train(out: Path, steps: int = 2000, batch: int = 48, lr: float = 5e-4, pool:
     unet, scheduler = build_unet(), build_scheduler()
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.Adam(unet.parameters(), lr=lr)
+    objects = {"unet": unet, "ema": ema, "opt": opt}   # checkpoint keys
     step = 0
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME if run_dir else None
     if ckpt_path and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, expect={"kind": "toy_ddpm", "version": 1})
-        unet.load_state_dict(state["unet"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
+        load_states(state, objects)
         set_rng_state(state["rng"])
         step = state["step"]
         print(f"resumed at step {step}")
@@ -108,8 +108,7 @@ def train(out: Path, steps: int = 2000, batch: int = 48, lr: float = 5e-4, pool:
     def checkpoint():
         if ckpt_path:
             save_checkpoint(ckpt_path, {"kind": "toy_ddpm", "version": 1, "step": step,
-                                        "unet": unet.state_dict(), "ema": ema.state_dict(),
-                                        "opt": opt.state_dict(), "rng": rng_state()})
+                                        **states(objects), "rng": rng_state()})
 
     t0, losses = time.time(), []
     try:
@@ -151,16 +150,9 @@ def train(out: Path, steps: int = 2000, batch: int = 48, lr: float = 5e-4, pool:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path("tests/assets/toy_ddpm"))
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=48)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p = training_parser(__doc__, out="tests/assets/toy_ddpm", steps=2000, batch=48, lr=5e-4, threads=2)
     p.add_argument("--pool", type=int, default=6000)
     p.add_argument("--save-every", type=int, default=250)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--run-dir", type=Path, default=None)
-    p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     train(a.out, a.steps, a.batch, a.lr, a.pool, save_every=a.save_every, seed=a.seed,

@@ -26,7 +26,6 @@ the run and its measured hit rate.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -38,11 +37,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..engine.checkpoint import load_checkpoint, load_states, rng_state, save_checkpoint, set_rng_state, states
 from ..engine.errors import Cancelled
 from ..engine.models.dino import ViT, ViTConfig, save_dino
 from ..engine.progress import Progress, ensure
 from . import scenes
+from .cli import training_parser
 
 MODEL_CFG = ViTConfig(image_size=64, patch_size=8, width=96, depth=4, heads=3, mlp_ratio=4.0,
                       ln_eps=1e-6, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -222,25 +222,21 @@ def train(out: Path | None, steps: int = 600, batch: int = 32, lr: float = 1e-3,
     teacher = copy.deepcopy(student).requires_grad_(False)
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.04)
     center = torch.zeros(1, out_dim)
+    objects = {"student": student, "teacher": teacher, "opt": opt, "gen": gen}   # checkpoint keys
     pool = ScenePool(rng, 1500, MODEL_CFG.image_size)
     start = 0
     ckpt = Path(run_dir) / "checkpoint.pt" if run_dir else None
     if ckpt is not None and ckpt.is_file():
         state = load_checkpoint(ckpt, expect={"kind": "toy_dino", "version": 1})
-        student.load_state_dict(state["student"])
-        teacher.load_state_dict(state["teacher"])
-        opt.load_state_dict(state["opt"])
+        load_states(state, objects)
         center, start = state["center"], state["step"]
         set_rng_state(state["rng"])
-        gen.set_state(state["gen"])
         rng.bit_generator.state = json.loads(state["np_rng"])
 
     def save(step: int) -> None:
         if ckpt is not None:
-            save_checkpoint(ckpt, {"kind": "toy_dino", "version": 1, "step": step,
-                                   "student": student.state_dict(), "teacher": teacher.state_dict(),
-                                   "opt": opt.state_dict(), "center": center, "rng": rng_state(),
-                                   "gen": gen.get_state(),
+            save_checkpoint(ckpt, {"kind": "toy_dino", "version": 1, "step": step, **states(objects),
+                                   "center": center, "rng": rng_state(),
                                    "np_rng": json.dumps(rng.bit_generator.state)})
 
     warmup = max(1, steps // 10)
@@ -294,14 +290,7 @@ def train(out: Path | None, steps: int = 600, batch: int = 32, lr: float = 1e-3,
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("tests/assets/toy_dino"))
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--run-dir", type=Path, default=None)
-    ap.add_argument("--threads", type=int, default=None)
+    ap = training_parser(__doc__, out="tests/assets/toy_dino", steps=600, batch=32, lr=1e-3)
     args = ap.parse_args(argv)
     report = train(args.out, args.steps, args.batch, args.lr, args.seed,
                    run_dir=args.run_dir, threads=args.threads)

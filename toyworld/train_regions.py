@@ -27,7 +27,6 @@ smaller one, like the exhaustive argmin), Adam, batches of anchors.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -39,13 +38,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..engine.checkpoint import load_checkpoint, load_states, rng_state, save_checkpoint, set_rng_state, states
 from ..engine.errors import Cancelled
 from ..engine.progress import Progress, ensure
 from ..engine.regions import (AmortisedRegionNetwork, box_inputs, box_iou, box_mask,
                        box_proposals, box_sizes_for, clip_targets, dino_anchors, losses_and_scores,
                        lowest_loss, pick, recolour_editor, roi_features, save_region_model, top_r)
 from . import scenes
+from .cli import training_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DINO_SPEC = "toy-dino"
@@ -200,22 +200,20 @@ def train(tables: list[ProposalTable], steps: int = 600, batch: int = 64, lr: fl
         net = AmortisedRegionNetwork(c, d, hidden=hidden)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
+    objects = {"net": net, "opt": opt, "gen": gen}   # checkpoint keys
     anchors = [(t, a) for t, tab in enumerate(tables) for a in range(tab.loss.shape[0])]
     start = 0
     ckpt = Path(run_dir) / "checkpoint.pt" if run_dir else None
     if ckpt is not None and ckpt.is_file():
         state = load_checkpoint(ckpt, expect={"kind": "toy_regions", "version": 1})
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
+        load_states(state, objects)
         set_rng_state(state["rng"])
         start = state["step"]
 
     def save(step: int) -> None:
         if ckpt is not None:
             save_checkpoint(ckpt, {"kind": "toy_regions", "version": 1, "step": step,
-                                   "net": net.state_dict(), "opt": opt.state_dict(),
-                                   "gen": gen.get_state(), "rng": rng_state()})
+                                   **states(objects), "rng": rng_state()})
 
     step = start
     try:
@@ -350,17 +348,10 @@ COMMAND = "nice -n 10 python -m livelayers.toyworld.train_regions --out tests/as
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("tests/assets/toy_regions"))
+    ap = training_parser(__doc__, out="tests/assets/toy_regions", steps=600, batch=64, lr=2e-3)
     ap.add_argument("--images", type=int, default=900, help="training tasks (each K·M edits)")
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--hidden", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-images", type=int, default=40, help="held-out tasks per size and seed (0 = skip)")
-    ap.add_argument("--run-dir", type=Path, default=None)
-    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

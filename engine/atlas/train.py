@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .. import progress as progress_mod
-from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, resume_run, save_checkpoint, states
 from ..device import pick_device
-from ..errors import Cancelled, CorruptFileError, InputError
+from ..errors import Cancelled, InputError
 from . import losses
 from .bootstrap import TextBootstrap, soft_target, text_bootstrap
 from .coords import ClipGeometry
@@ -148,53 +149,61 @@ def _bootstrap_term(s: AtlasSettings, bt: dict, a: torch.Tensor, frac: float):
     return 0.0, None
 
 
-def training_step(fields: AtlasFields, clip: _Clip, s: AtlasSettings, step: int,
-                  gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-    """One batch of the NLA objective; returns (loss, numbers).
+@dataclass
+class _Points:
+    """The step's query points, stacked so that each field runs once.
 
-    Every field is evaluated once per step on all the points that need it
-    (batch, neighbours, rigidity offsets, flow targets): a few large calls
-    instead of many small ones.
+    ``coloured`` = batch (b) + its +x and +y neighbours (2q): the points whose
+    colour is rendered; ``offsets`` = per rigidity scale, the mappings' +d in x
+    and in y (2q each); ``flow_to`` = where the flow-checked pixels land.
     """
-    geo, dev, b = clip.geo, clip.device, s.batch
-    h, w = geo.height, geo.width
-    bt = clip.batch(b, gen)
+    xyt: torch.Tensor                 # (b, 3)
+    coloured: torch.Tensor            # (b + 2q, 3)
+    offsets: list[torch.Tensor]       # 2 per scale, (q, 3) each
+    flow_to: torch.Tensor             # (n_ok, 3)
+    deltas: list[tuple[str, float]]   # rigidity scales: (name, step in pixels)
+    b: int
+    q: int
+
+    @property
+    def k(self) -> int:
+        return self.b + 2 * self.q
+
+
+def _query_points(geo: ClipGeometry, bt: dict, deltas: list[tuple[str, float]]) -> _Points:
+    """Stage 1: the batch, its neighbours, the rigidity offsets and the flow targets."""
     q = bt["sx"].shape[0]
     tf, yf, xf = bt["t"].float(), bt["y"].float(), bt["x"].float()
     xyt = geo.xyt(xf, yf, tf)                                         # (b, 3)
     neighbours = [geo.xyt(xf[:q] + bt["sx"], yf[:q], tf[:q]), geo.xyt(xf[:q], yf[:q] + bt["sy"], tf[:q])]
-    frac = step / max(s.steps, 1)
-    global_on = frac < s.global_rigidity_until
-    # Rigidity: the mappings at +d in x and in y (1 px; and H/8 px while global rigidity is on).
-    deltas = [("rigidity", 1.0)] + ([("global", max(2.0, max(h, w) / 8))] if global_on else [])
     offsets = []
     for _, delta_px in deltas:
         d = delta_px * geo.unit_per_pixel
-        offsets += [xyt[:q] + torch.tensor([d, 0.0, 0.0], device=dev),
-                    xyt[:q] + torch.tensor([0.0, d, 0.0], device=dev)]
+        offsets += [xyt[:q] + torch.tensor([d, 0.0, 0.0], device=xyt.device),
+                    xyt[:q] + torch.tensor([0.0, d, 0.0], device=xyt.device)]
     # Flow correspondences (pixels whose flow passed the forward–backward check).
     ok, fl = bt["ok"], bt["flow"]
     t2 = tf[ok] + torch.where(bt["flow_dir"] == 0, 1.0, -1.0)
-    xyt2 = geo.xyt(xf[ok] + fl[:, 0], yf[ok] + fl[:, 1], t2)
+    flow_to = geo.xyt(xf[ok] + fl[:, 0], yf[ok] + fl[:, 1], t2)
+    return _Points(xyt, torch.cat([xyt] + neighbours), offsets, flow_to, deltas, xyt.shape[0], q)
 
-    k = b + 2 * q                                   # points whose colour is rendered
-    coloured = torch.cat([xyt] + neighbours)
-    uv_f = fields.uv_fg(torch.cat([coloured] + offsets + [xyt2]))
-    uv_b = fields.uv_bg(torch.cat([coloured] + offsets + [xyt2]))
-    alpha = fields.alpha(torch.cat([coloured, xyt2]))
+
+def _loss_terms(fields: AtlasFields, pts: _Points, bt: dict, geo: ClipGeometry):
+    """Stage 2: every field once on all its points, then the NLA terms (all
+    but the bootstrap, which depends on the training fraction). Returns
+    (terms, the batch's opacity (b, 1))."""
+    b, q, k = pts.b, pts.q, pts.k
+    mapped = torch.cat([pts.coloured] + pts.offsets + [pts.flow_to])
+    uv_f, uv_b = fields.uv_fg(mapped), fields.uv_bg(mapped)
+    alpha = fields.alpha(torch.cat([pts.coloured, pts.flow_to]))
     c_f, c_b = fields.rgb_fg(uv_f[:k]), fields.rgb_bg(uv_b[:k])
     rgb = alpha[:k] * c_f + (1 - alpha[:k]) * c_b
-    a, target = alpha[:b], bt["rgb"]
+    a, target, ok = alpha[:b], bt["rgb"], bt["ok"]
 
-    terms: dict[str, torch.Tensor] = {}
-    terms["rgb"] = losses.rgb_loss(rgb[:b], target)
-    terms["sparsity"] = losses.sparsity_loss(c_f[:b], a)
-    w_boot, boot = _bootstrap_term(s, bt, a, frac)
-    if boot is not None:
-        terms["bootstrap"] = boot
-    terms["grad"] = losses.gradient_loss(rgb[:q], rgb[b:b + q], rgb[b + q:k], target[:q],
-                                         bt["rgb_dx"], bt["rgb_dy"])
-    for i, (name, delta_px) in enumerate(deltas):
+    terms = {"rgb": losses.rgb_loss(rgb[:b], target), "sparsity": losses.sparsity_loss(c_f[:b], a),
+             "grad": losses.gradient_loss(rgb[:q], rgb[b:b + q], rgb[b + q:k], target[:q],
+                                          bt["rgb_dx"], bt["rgb_dy"])}
+    for i, (name, delta_px) in enumerate(pts.deltas):
         d = delta_px * geo.unit_per_pixel
         lo, mid, hi = k + 2 * i * q, k + (2 * i + 1) * q, k + (2 * i + 2) * q
         rig = {layer: losses.rigidity_loss(uv[:q], uv[lo:mid], uv[mid:hi], d, UV_SCALE)
@@ -203,18 +212,41 @@ def training_step(fields: AtlasFields, clip: _Clip, s: AtlasSettings, step: int,
             terms["rigidity"] = rig["fg"] + rig["bg"]
         else:
             terms["global_fg"], terms["global_bg"] = rig["fg"], rig["bg"]
-    m = k + 2 * len(deltas) * q                     # flow targets start here
+    m = k + 2 * len(pts.deltas) * q                 # flow targets start here
     pixels_per_uv = 1 / (geo.unit_per_pixel * UV_SCALE)
     a_ok = a[ok]
     terms["flow"] = (losses.flow_loss(uv_f[:b][ok], uv_f[m:], a_ok, pixels_per_uv)
                      + losses.flow_loss(uv_b[:b][ok], uv_b[m:], 1 - a_ok, pixels_per_uv))
     terms["alpha_flow"] = losses.alpha_flow_loss(a_ok, alpha[k:])
+    return terms, a
+
+
+def training_step(fields: AtlasFields, clip: _Clip, s: AtlasSettings, step: int,
+                  gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """One batch of the NLA objective; returns (loss, numbers).
+
+    Every field is evaluated once per step on all the points that need it
+    (batch, neighbours, rigidity offsets, flow targets): a few large calls
+    instead of many small ones.
+    """
+    geo = clip.geo
+    bt = clip.batch(s.batch, gen)
+    frac = step / max(s.steps, 1)
+    # Rigidity: the mappings at +d in x and in y (1 px; and H/8 px while global rigidity is on).
+    deltas = [("rigidity", 1.0)]
+    if frac < s.global_rigidity_until:
+        deltas.append(("global", max(2.0, max(geo.height, geo.width) / 8)))
+    terms, a = _loss_terms(fields, _query_points(geo, bt, deltas), bt, geo)
+    w_boot, boot = _bootstrap_term(s, bt, a, frac)
+    if boot is not None:
+        terms["bootstrap"] = boot
 
     weights = {"rgb": s.w_rgb, "sparsity": s.w_sparsity, "bootstrap": w_boot, "grad": s.w_grad,
                "rigidity": s.w_rigidity, "global_fg": s.w_global_rigidity_fg,
                "global_bg": s.w_global_rigidity_bg, "flow": s.w_flow, "alpha_flow": s.w_alpha_flow}
-    loss = sum(weights[name] * v for name, v in terms.items())
-    numbers = {name: float(v.detach()) for name, v in terms.items()}
+    order = [name for name in weights if name in terms]   # summed in this order, as always
+    loss = sum(weights[name] * terms[name] for name in order)
+    numbers = {name: float(terms[name].detach()) for name in order}
     numbers["psnr"] = losses.psnr(numbers["rgb"])
     return loss, numbers
 
@@ -222,21 +254,14 @@ def training_step(fields: AtlasFields, clip: _Clip, s: AtlasSettings, step: int,
 def _save_run(run_dir: Path, fields, opt, gen, step, fp) -> None:
     save_checkpoint(run_dir / CHECKPOINT_NAME, {
         "kind": RUN_KIND, "version": RUN_VERSION, "fingerprint": fp, "step": step,
-        "fields": fields.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state()})
+        **states({"fields": fields, "optimizer": opt, "generator": gen})})
 
 
 def _resume(run_dir: Path | None, fields, opt, gen, fp) -> int:
     """Restore the run folder's checkpoint (if any); returns the step to start from."""
-    if run_dir is None or not (run_dir / CHECKPOINT_NAME).exists():
-        return 0
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME, expect={"kind": RUN_KIND, "version": RUN_VERSION})
-    if state["fingerprint"] != fp:
-        raise CorruptFileError(f"{run_dir / CHECKPOINT_NAME}: this run folder belongs to a different "
-                               "clip, masks, settings or seed; use a new run_dir (or delete it)")
-    fields.load_state_dict(state["fields"])
-    opt.load_state_dict(state["optimizer"])
-    gen.set_state(state["generator"])
-    return int(state["step"])
+    state = resume_run(run_dir, RUN_KIND, RUN_VERSION, fp,
+                       {"fields": fields, "optimizer": opt, "generator": gen}, "a different clip, masks, settings or seed")
+    return 0 if state is None else int(state["step"])
 
 
 @torch.no_grad()

@@ -22,6 +22,8 @@ seeded (seed + i), the background bit-exact outside the mask.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..progress import Progress, ensure
@@ -104,6 +106,66 @@ def clip_loss(clip, x_in: torch.Tensor, mask: torch.Tensor, text_emb: torch.Tens
     return (guidance * dist + RANGE_WEIGHT * out_of_range).sum()
 
 
+def _check_pixel_settings(handle, clip, image, mask, steps, start, samples, views, guidance) -> None:
+    """Every input checked before any work: one-line ``InputError`` naming the input."""
+    from ..errors import InputError
+    check_inputs(NODE, image, mask, handle.pixel_multiple, base=handle.sample_size)
+    check_settings(NODE, steps, start, samples)
+    if views < 1:
+        raise InputError(NODE, "views", f"is {views}", "an integer >= 1 (1 = the clean view only)")
+    if guidance > 0 and clip is None:
+        raise InputError(NODE, "clip", "is missing", "a CLIP model (LL_CLIP) when guidance > 0")
+
+
+@dataclass
+class _Guidance:
+    """What the CLIP gradient of every step reads (``None`` text = unguided)."""
+    clip: object
+    mask: torch.Tensor            # (1, 1, H, W) on the device
+    text_emb: torch.Tensor | None
+    views: int
+    weight: float
+    view_gen: torch.Generator
+
+
+def _denoise(handle, x: torch.Tensor, t: int, abar: float, guide: _Guidance):
+    """Stage 1-3: one UNet pass on all samples → x̂0 and, when guided, the
+    CLIP loss and its gradient ∂loss/∂x_t through that same pass."""
+    guided = guide.weight > 0
+    x = x.detach().requires_grad_(guided)
+    with torch.set_grad_enabled(guided):
+        t_batch = torch.full((x.shape[0],), t, device=x.device)
+        out = handle.unet(x.to(handle.dtype), t_batch).sample.float()
+        out = out[:, :3]  # learned-variance models output 6 channels; use the fixed one
+        x0_hat = predict_x0(out, x, abar, handle.prediction_type)
+        if not guided:
+            return x0_hat.detach(), None, None
+        fac = (1 - abar) ** 0.5
+        x_in = x0_hat * fac + x * (1 - fac)
+        loss = clip_loss(guide.clip, x_in, guide.mask, guide.text_emb, guide.views, guide.weight,
+                         guide.view_gen)
+        grad = torch.autograd.grad(loss, x)[0]
+    return x0_hat.detach(), loss.detach(), grad
+
+
+def _guided_step(handle, x, x0, t, abar, abar_prev, last: bool, guide: _Guidance, seeds, gens):
+    """One reverse step: denoise, guided posterior mean, then the blend with
+    the background noised to the level of x_{t−1} (stages 1-5 above)."""
+    x0_hat, loss, grad = _denoise(handle, x, t, abar, guide)
+    if handle.scheduler.config.get("clip_sample", False):
+        x0_hat = x0_hat.clamp(-1, 1)
+    mean, var = posterior(x0_hat, x.detach(), abar, abar_prev)
+    if grad is not None:
+        mean = mean - var * grad  # mean += Σ·(−∇): the guided posterior mean
+    shape, dev = tuple(x.shape[1:]), x.device
+    if last:  # no noise on the last step: the background is x_0 itself
+        x_fg, bg_noise = mean, torch.zeros_like(mean)
+    else:
+        x_fg = mean + var ** 0.5 * seeded_noise(shape, seeds, dev, gens=gens)
+        bg_noise = seeded_noise(shape, seeds, dev, gens=gens)
+    return blend_step(x_fg, x0, guide.mask, abar_prev, bg_noise), loss
+
+
 def blended_diffusion_pixel(handle, clip, image: torch.Tensor, mask: torch.Tensor, prompt: str, *,
                             steps: int = 100, start: float = 0.25, samples: int = 4, views: int = 8,
                             seed: int = 0, guidance: float = 1000.0, feather: float = 0.0,
@@ -118,63 +180,30 @@ def blended_diffusion_pixel(handle, clip, image: torch.Tensor, mask: torch.Tenso
     Returns an ``EditResult`` ranked by masked CLIP similarity (best first).
     """
     progress = ensure(progress, NODE)
-    check_inputs(NODE, image, mask, handle.pixel_multiple, base=handle.sample_size)
-    check_settings(NODE, steps, start, samples)
-    if views < 1:
-        from ..errors import InputError
-        raise InputError(NODE, "views", f"is {views}", "an integer >= 1 (1 = the clean view only)")
-    if guidance > 0 and clip is None:
-        from ..errors import InputError
-        raise InputError(NODE, "clip", "is missing", "a CLIP model (LL_CLIP) when guidance > 0")
-    dev, dtype = handle.device, handle.dtype
-    unet = handle.unet
+    _check_pixel_settings(handle, clip, image, mask, steps, start, samples, views, guidance)
+    dev = handle.device
     x0 = (image.to(dev, torch.float32) * 2 - 1)
-    m = mask.to(dev, torch.float32)
     seeds = [seed + i for i in range(samples)]
     gens = generators(seeds)
-    view_gen = torch.Generator().manual_seed(seed)
     text_emb = clip.encode_text([prompt]) if clip is not None else None
+    guide = _Guidance(clip, mask.to(dev, torch.float32), text_emb, views, guidance,
+                      torch.Generator().manual_seed(seed))
     ts, abars, abar_prevs = respaced_schedule(handle.scheduler, steps, start)
-    clip_sample = bool(handle.scheduler.config.get("clip_sample", False))
-    shape = tuple(x0.shape[1:])
 
     # x_T: the input noised to the first timestep that runs (per-sample noise)
     a0 = float(abars[0])
-    x = a0 ** 0.5 * x0 + (1 - a0) ** 0.5 * seeded_noise(shape, seeds, dev, gens=gens)
+    x = a0 ** 0.5 * x0 + (1 - a0) ** 0.5 * seeded_noise(tuple(x0.shape[1:]), seeds, dev, gens=gens)
     total = len(ts)
     for i, t in enumerate(ts.tolist()):
-        abar, abar_prev = float(abars[i]), float(abar_prevs[i])
-        x = x.detach().requires_grad_(guidance > 0)
-        with torch.set_grad_enabled(guidance > 0):
-            out = unet(x.to(dtype), torch.full((samples,), t, device=dev)).sample.float()
-            out = out[:, :3]  # learned-variance models output 6 channels; use the fixed one
-            x0_hat = predict_x0(out, x, abar, handle.prediction_type)
-            grad = None
-            if guidance > 0:
-                fac = (1 - abar) ** 0.5
-                x_in = x0_hat * fac + x * (1 - fac)
-                loss = clip_loss(clip, x_in, m, text_emb, views, guidance, view_gen)
-                grad = torch.autograd.grad(loss, x)[0]
-        x0_hat = x0_hat.detach()
-        if clip_sample:
-            x0_hat = x0_hat.clamp(-1, 1)
-        mean, var = posterior(x0_hat, x.detach(), abar, abar_prev)
-        if grad is not None:
-            mean = mean - var * grad  # mean += Σ·(−∇): the guided posterior mean
-        if i < total - 1:
-            x_fg = mean + var ** 0.5 * seeded_noise(shape, seeds, dev, gens=gens)
-            bg_noise = seeded_noise(shape, seeds, dev, gens=gens)
-        else:  # last step: no noise, background is x_0 itself
-            x_fg, bg_noise = mean, torch.zeros_like(mean)
-        x = blend_step(x_fg, x0, m, abar_prev, bg_noise)
-        info = {"loss": float(loss.detach()) / samples} if grad is not None else {}
+        x, loss = _guided_step(handle, x, x0, t, float(abars[i]), float(abar_prevs[i]), i == total - 1,
+                               guide, seeds, gens)
+        info = {"loss": float(loss) / samples} if loss is not None else {}
         if progress.wants_preview(i):
             info["preview"] = ((x[:1].detach().clamp(-1, 1) + 1) / 2).cpu()
         progress.update(i + 1, total, **info)
-        del grad
 
     generated = ((x.detach().clamp(-1, 1) + 1) / 2)
-    return finish(clip, image.to(dev), m, generated, prompt, text_emb, seeds, feather)
+    return finish(clip, image.to(dev), guide.mask, generated, prompt, text_emb, seeds, feather)
 
 
 def finish(clip, image, mask, generated, prompt, text_emb, seeds, feather) -> EditResult:

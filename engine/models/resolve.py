@@ -38,7 +38,7 @@ from typing import Sequence
 
 from ..errors import ModelNotFoundError
 from . import manifest
-from .manifest import FETCH_COMMAND, MODELS_ENV, PACKAGE_ROOT  # noqa: F401 (re-exported)
+from .manifest import FETCH_COMMAND, MODELS_ENV
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 CLIP_CONFIG = "open_clip_config.json"

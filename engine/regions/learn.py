@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..progress import Progress, ensure
-from .anchors import dino_anchors, dino_view  # noqa: F401  (dino_view: re-exported)
+from .anchors import dino_anchors
 from .boxes import DEFAULT_BOX_SIZES, box_mask, box_proposals, roi_features
 from .losses import box_losses, clip_targets, losses_and_scores, region_losses
 from .network import BoundRegionNetwork, RegionNetwork, box_inputs, gumbel_softmax_st

@@ -17,8 +17,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ..errors import CorruptFileError, InputError, ModelNotFoundError
 from .network import AmortisedRegionNetwork
 

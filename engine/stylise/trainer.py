@@ -29,9 +29,9 @@ import torch
 
 from ..atlas.crops import Box, object_box, square_box
 from ..atlas.store import Atlas, _tensor_digest
-from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, resume_run, save_checkpoint, states
 from ..device import pick_device
-from ..errors import Cancelled, CorruptFileError, InputError
+from ..errors import Cancelled, InputError
 from ..progress import Progress, ensure
 from . import losses as L
 from .render import layer_alpha
@@ -238,21 +238,16 @@ def check_inputs(atlas, clip, global_text: str, local_text: str, s: StyliseSetti
 def _save_run(run_dir: Path, fields, opt, gen, step, fp, history) -> None:
     save_checkpoint(run_dir / CHECKPOINT_NAME, {
         "kind": RUN_KIND, "version": RUN_VERSION, "fingerprint": fp, "step": step,
-        "field": fields.atlas_fg.state_dict(), "optimizer": opt.state_dict(),
-        "generator": gen.get_state(), "history": history})
+        **states({"field": fields.atlas_fg, "optimizer": opt, "generator": gen}), "history": history})
 
 
 def _resume(run_dir: Path | None, fields, opt, gen, fp, history) -> int:
     """Restore the run folder's checkpoint (if any); returns the step reached."""
-    if run_dir is None or not (run_dir / CHECKPOINT_NAME).exists():
+    state = resume_run(run_dir, RUN_KIND, RUN_VERSION, fp,
+                       {"field": fields.atlas_fg, "optimizer": opt, "generator": gen},
+                       "another atlas, text, settings, CLIP or seed")
+    if state is None:
         return 0
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME, expect={"kind": RUN_KIND, "version": RUN_VERSION})
-    if state["fingerprint"] != fp:
-        raise CorruptFileError(f"{run_dir / CHECKPOINT_NAME}: this run folder belongs to another "
-                               "atlas, text, settings, CLIP or seed; use a new run_dir (or delete it)")
-    fields.atlas_fg.load_state_dict(state["field"])
-    opt.load_state_dict(state["optimizer"])
-    gen.set_state(state["generator"])
     for k, v in state["history"].items():
         history[k] = list(v)
     return int(state["step"])

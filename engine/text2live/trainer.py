@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..checkpoint import (CHECKPOINT_NAME, load_checkpoint, load_states, rng_state, save_checkpoint,
+                          set_rng_state, states)
 from ..device import autocast_dtype, pick_device
 from ..errors import Cancelled, InputError
 from ..progress import Progress, ensure
@@ -234,18 +235,21 @@ class GeneratorRun:
                   Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None,
                   fingerprint, kind, version)
         if run.ckpt_path is not None and run.ckpt_path.is_file():
-            run.step = _resume(run.ckpt_path, fingerprint, generator, run.opt, run.scaler, run.gen,
-                               run.history, node, kind=kind, version=version, same=same)
+            run.step = _resume(run.ckpt_path, fingerprint, run.objects(), run.history, node,
+                               kind=kind, version=version, same=same)
         return run
+
+    def objects(self) -> dict:
+        """The checkpointed objects by their checkpoint keys."""
+        return {"generator": self.generator, "optimizer": self.opt, "scaler": self.scaler,
+                "sampler": self.gen}
 
     def save(self, step: int) -> None:
         """Write the checkpoint of ``step`` (atomically; nothing without a run folder)."""
         if self.ckpt_path is not None:
             save_checkpoint(self.ckpt_path, {
                 "kind": self.kind, "version": self.version, "fingerprint": self.fingerprint,
-                "step": step, "generator": self.generator.state_dict(),
-                "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
-                "sampler": self.gen.get_state(), "rng": rng_state(), "losses": self.history})
+                "step": step, **states(self.objects()), "rng": rng_state(), "losses": self.history})
 
     def train(self, s, one_step, progress: Progress) -> None:
         """Steps ``self.step … s.steps − 1``. ``one_step(step)`` returns the
@@ -339,7 +343,7 @@ def train_text2live(clip, image: torch.Tensor, prompt: str, *, roi_text: str | N
     return TrainResult(generator.eval(), history, relevancy, s.steps)
 
 
-def _resume(path: Path, fingerprint: str, generator, opt, scaler, gen, history, node: str,
+def _resume(path: Path, fingerprint: str, objects: dict, history, node: str,
             kind: str = CHECKPOINT_KIND, version: int = CHECKPOINT_VERSION,
             same: str = "image") -> int:
     """Load a checkpoint into the run's objects; returns the step to continue from.
@@ -348,10 +352,7 @@ def _resume(path: Path, fingerprint: str, generator, opt, scaler, gen, history, 
     if state.get("fingerprint") != fingerprint:
         raise InputError(node, "run_dir", f"holds a checkpoint of a different run ({path})",
                          f"an empty folder, or the folder of this same {same}, prompt, seed and settings")
-    generator.load_state_dict(state["generator"])
-    opt.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    gen.set_state(state["sampler"])
+    load_states(state, objects)
     set_rng_state(state["rng"])
     for k in LOSS_NAMES:
         history[k][:] = list(state["losses"].get(k, []))
