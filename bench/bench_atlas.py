@@ -39,6 +39,14 @@ from livelayers.toyworld.clips import make_toy_clip
 TARGETS = (25.0, 30.0)
 
 
+def optimise(fields, data, s, step: int, gen, opt) -> None:
+    """One training step of the NLA objective (the trainer's own ``training_step``)."""
+    loss, _ = train.training_step(fields, data, s, step, gen)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 @torch.no_grad()
 def clip_psnr(fields, geo: ClipGeometry, frames: torch.Tensor) -> float:
     mse = 0.0
@@ -62,10 +70,7 @@ def time_to_psnr(encoding: str, clip, cap_s: float, eval_every: int) -> dict:
     while clock < cap_s and any(v is None for v in reached.values()):
         t0 = time.process_time()
         for _ in range(eval_every):
-            loss, _ = train.training_step(fields, data, s, step, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimise(fields, data, s, step, gen, opt)
             step += 1
         clock += time.process_time() - t0
         p = clip_psnr(fields, data.geo, clip.frames)
@@ -183,10 +188,7 @@ def train_memory(n_frames: int, height: int, width: int, steps: int, device: str
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for step in range(steps):
-        loss, _ = train.training_step(fields, data, s, step, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimise(fields, data, s, step, gen, opt)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     step_s = (time.perf_counter() - t0) / steps
