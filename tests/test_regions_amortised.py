@@ -59,6 +59,8 @@ def test_amortised_r1_keeps_exhaustive_quality_with_1_over_m_runs(tables, model)
     for r in reports:   # editor runs per image: K·M vs K·1 (K = 3 anchors found on every scene)
         assert r["amortised r=1"]["editor_runs"] * len(T.BOX_SIZES) <= r["exhaustive"]["editor_runs"]
         assert r["amortised r=2"]["editor_runs"] == 2 * r["amortised r=1"]["editor_runs"]
+        assert r["fixed middle box"]["editor_runs"] == r["amortised r=1"]["editor_runs"]
+        assert 0.0 <= r["fixed middle box"]["hit"] <= r["oracle"]["hit"]
     assert a1.mean() >= AMORTISED_SHARE * ex.mean()
     assert (a1 >= PER_SEED_SHARE * ex).all()
     assert a2.mean() >= R2_SHARE * ex.mean()

@@ -256,11 +256,14 @@ def evaluate_tables(tables: list[ProposalTable], net: AmortisedRegionNetwork | N
     """Hit rates on held-out tables (``key``: "covers" or "tight"), and
     editor runs per image, for: exhaustive, amortised (each r; needs ``net``),
     random (one random box per anchor, then the ranking: as many editor runs
-    as amortised r = 1), a random proposal (no editor run needed), the best
-    proposal (oracle), and the anchor rates."""
+    as amortised r = 1), the fixed middle box (the middle of the M sizes at
+    every anchor, then the ranking: the no-network baseline a learned
+    network has to beat, as many runs as r = 1), a random proposal (no
+    editor run needed), the best proposal (oracle), and the anchor rates."""
     gen = torch.Generator().manual_seed(seed)
-    rows: dict[str, list[float]] = {"exhaustive": [], "random": [], "random proposal": [], "oracle": []}
-    runs: dict[str, list[int]] = {"exhaustive": [], "random": []}
+    rows: dict[str, list[float]] = {"exhaustive": [], "random": [], "fixed middle box": [],
+                                    "random proposal": [], "oracle": []}
+    runs: dict[str, list[int]] = {"exhaustive": [], "random": [], "fixed middle box": []}
     for r in rs:
         rows[f"amortised r={r}"], runs[f"amortised r={r}"] = [], []
     for tab in tables:
@@ -272,6 +275,10 @@ def evaluate_tables(tables: list[ProposalTable], net: AmortisedRegionNetwork | N
         runs["exhaustive"].append(k * m)
         rows["random"].append(_random_rate(tab, key, rank, gen))
         runs["random"].append(k)
+        middle = [m // 2] * k                 # the no-network baseline: the middle size everywhere
+        b = pick(tab.loss, tab.score, middle, rank)
+        rows["fixed middle box"].append(float(hit[b, middle[b]]))
+        runs["fixed middle box"].append(k)
         rows["random proposal"].append(float(hit.float().mean()))
         rows["oracle"].append(float(hit.any()))
         if net is None:
