@@ -6,6 +6,7 @@
     export-job GRAPH.json --format openjd|opencue …                 render-farm job export
     wedge GRAPH.json --vary ID.input=A|B … --out DIR                variations + contact sheet
     panel [GRAPH.json]                                              the PySide6 prompt panel
+    bench [--size quick|reference] [--only NAME …] [--json PATH]     every benchmark, one table
 """
 from __future__ import annotations
 
@@ -257,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="on a failure, print the Python traceback too")
     demo.set_defaults(func=cmd_demo)
 
+    _bench_cli(sub)
     for hook in _cli_hooks():
         if "registry" in inspect.signature(hook).parameters:
             hook(sub, registry=_registry)  # lets export-job validate graphs first
@@ -268,6 +270,25 @@ def build_parser() -> argparse.ArgumentParser:
 def _registry() -> dict:
     from .nodes import NODE_CLASS_MAPPINGS
     return NODE_CLASS_MAPPINGS
+
+
+def _bench_cli(sub) -> None:
+    """``bench``: bench/suite.py, loaded by path (bench/ is a folder of scripts,
+    not a package, and comes with a checkout, not with an installed wheel)."""
+    import importlib.util
+    path = PACKAGE_DIR / "bench" / "suite.py"
+    if path.is_file():
+        spec = importlib.util.spec_from_file_location("livelayers_bench_suite", path)
+        suite = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(suite)
+        suite.register_cli(sub)
+        return
+
+    def missing(args) -> int:
+        print(f"livelayers: bench: {path.parent} is missing: the benchmarks come with a checkout "
+              "of the repository, not with an installed package", file=sys.stderr)
+        return 2
+    sub.add_parser("bench", help="run the benchmarks (needs a checkout)").set_defaults(func=missing)
 
 
 def _cli_hooks():

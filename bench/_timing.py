@@ -16,3 +16,23 @@ def best_of(fn: Callable[[], object], repeat: int, warmup: bool = True) -> float
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def row(bench: str, case: str, unit: str, ours: float, reference: float | None = None,
+        note: str = "") -> dict:
+    """One row of ``python -m livelayers bench``'s table (see bench/suite.py):
+    ``ratio`` = reference / ours, so above 1 means ours costs less (every unit
+    with a reference is lower-is-better: seconds, MiB)."""
+    ours = float(ours)
+    reference = None if reference is None else float(reference)
+    ratio = reference / ours if reference is not None and ours > 0 else None
+    return {"bench": bench, "case": case, "unit": unit, "ours": ours, "reference": reference,
+            "ratio": ratio, "note": note}
+
+
+def check_size(size: str) -> str:
+    """``size`` of a bench's ``rows(size)``: "quick" (seconds) or "reference"
+    (the sizes its docs page reports)."""
+    if size not in ("quick", "reference"):
+        raise ValueError(f"size {size!r}: allowed: quick, reference")
+    return size

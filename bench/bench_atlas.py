@@ -36,6 +36,8 @@ from livelayers.engine.atlas.flow import clip_flows
 from livelayers.engine.atlas.render import Edit, render_maps
 from livelayers.toyworld.clips import make_toy_clip
 
+from _timing import check_size, row  # bench/_timing.py
+
 TARGETS = (25.0, 30.0)
 
 
@@ -56,7 +58,7 @@ def clip_psnr(fields, geo: ClipGeometry, frames: torch.Tensor) -> float:
     return float(-10 * torch.log10(torch.tensor(mse / geo.n_frames)))
 
 
-def time_to_psnr(encoding: str, clip, cap_s: float, eval_every: int) -> dict:
+def time_to_psnr(encoding: str, clip, cap_s: float, eval_every: int, max_steps: int | None = None) -> dict:
     s = AtlasSettings(encoding=encoding, steps=100000)
     flows, valid = clip_flows(clip.frames, min_side=AtlasSettings().flow_min_side)
     data = train._Clip(clip.frames, clip.masks, flows, valid, torch.device("cpu"))
@@ -67,7 +69,8 @@ def time_to_psnr(encoding: str, clip, cap_s: float, eval_every: int) -> dict:
     s.bootstrap_until = s.global_rigidity_until = 1000 / s.steps
     reached: dict[float, tuple[float, int] | None] = {t: None for t in TARGETS}
     clock, step, best = 0.0, 0, 0.0
-    while clock < cap_s and any(v is None for v in reached.values()):
+    while (clock < cap_s and any(v is None for v in reached.values())
+           and (max_steps is None or step < max_steps)):
         t0 = time.process_time()
         for _ in range(eval_every):
             optimise(fields, data, s, step, gen, opt)
@@ -82,11 +85,10 @@ def time_to_psnr(encoding: str, clip, cap_s: float, eval_every: int) -> dict:
             "s_per_step": clock / max(step, 1)}
 
 
-def render_fps(n_frames: int = 4, atlas_res: int = 1024) -> float:
-    """Edit rendering (grid-sample of fg + bg edits, composite) at 1920×1080,
-    given the per-frame maps; frames per second."""
+def render_fps(n_frames: int = 4, atlas_res: int = 1024, h: int = 1080, w: int = 1920) -> float:
+    """Edit rendering (grid-sample of fg + bg edits, composite) at ``w``×``h``
+    (default 1920×1080), given the per-frame maps; frames per second."""
     g = torch.Generator().manual_seed(0)
-    h, w = 1080, 1920
     uv = torch.rand(n_frames, 2, h, w, generator=g) * 1.6 - 0.8
     alpha = torch.rand(n_frames, 1, h, w, generator=g)
     plate = torch.rand(n_frames, 3, h, w, generator=g)
@@ -210,6 +212,49 @@ def bench_memory(device: str, steps: int) -> None:
         print(f"{r['frames']:6d} {r['size']:>10} {r['host_mb']:15.1f} {peak:>15} "
               f"{r['s_per_step']:7.3f} {r['flow_s']:7.1f}")
     print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+def rows(size: str) -> list[dict]:
+    """The table rows of ``python -m livelayers bench``. Reference design: the
+    original NLA fields (positional-encoding MLPs) for training, the direct
+    all-corners hash gather (``forward_reference``) for the frame maps.
+    quick: 2 training steps each, maps and render of one 240x136 frame;
+    reference: as docs/atlas.md (time to PSNR with a 30 s cap, 1080p maps and
+    render, the long-clip memory table). CPU seconds."""
+    quick = check_size(size) == "quick"
+    out = []
+    clip = make_toy_clip(n_frames=8, height=64, width=64, seed=0)
+    cap, steps = (60.0, 2) if quick else (30.0, None)
+    hash_r = time_to_psnr("hash", clip, cap, 2 if quick else 25, max_steps=steps)
+    pos_r = time_to_psnr("positional", clip, cap, 2 if quick else 25, max_steps=steps)
+    out.append(row("atlas", "training step, 8 frames 64², hash grids (ours) vs positional MLPs (NLA)",
+                   "CPU s/step", hash_r["s_per_step"], pos_r["s_per_step"],
+                   f"mean of {hash_r['steps']} / {pos_r['steps']} steps"))
+    if not quick:
+        for target in TARGETS:
+            th, tp = hash_r["reached"][target], pos_r["reached"][target]
+            if th is None:  # the cap as a lower bound, said so
+                out.append(row("atlas", f"time to {target:.0f} dB, 8 frames 64², hash vs positional (NLA)",
+                               "CPU s", hash_r["seconds"], note="hash did not reach it: a lower bound"))
+                continue
+            note = "" if tp else (f"positional not reached in {pos_r['seconds']:.0f} s: "
+                                  f"ratio > {pos_r['seconds'] / th[0]:.1f}x")
+            out.append(row("atlas", f"time to {target:.0f} dB, 8 frames 64², hash vs positional (NLA)",
+                           "CPU s", th[0], tp[0] if tp else None, note))
+    h, w = (136, 240) if quick else (1080, 1920)
+    new_s, new = frame_maps_seconds(h, w)
+    old_s, old = frame_maps_seconds(h, w, reference=True)
+    out.append(row("atlas", f"UV/opacity maps of one {w}x{h} frame, level by level vs all-corners gather",
+                   "CPU s/frame", new_s, old_s, f"max |after - before| {float((new - old).abs().max()):.1e}"))
+    fps = render_fps(1 if quick else 4, 1024, h, w)
+    out.append(row("atlas", f"edit render {w}x{h}, maps given (grid-sample fg+bg, composite)",
+                   "CPU s/frame", 1 / fps))
+    if not quick:
+        for n, fh, fw in ((8, 64, 64), (50, 64, 64), (200, 64, 64), (3, 1080, 1920)):
+            r = train_memory(n, fh, fw, 5, "cpu")
+            out.append(row("atlas", f"clip data on the CPU, {n} frames {fw}x{fh}", "MB", r["host_mb"],
+                           note=f"{r['s_per_step']:.3f} s/step, flow {r['flow_s']:.1f} s (wall)"))
+    return out
 
 
 def main() -> None:

@@ -23,10 +23,14 @@ Timings go here, never into tests.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import check_size, row  # noqa: E402  bench/_timing.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,6 +124,19 @@ def bench_pixel(args) -> list[tuple]:
     return [("pixel 256², 75 steps, 8 views, ViT-B/16 (random), scaled UNet", per(ref), per(ours))]
 
 
+def bench_pixel_toy(samples: int, k: int, views: int) -> tuple[float, float]:
+    """(reference s/step, ours s/step) with the committed toy DDPM (32 px) and the
+    toy CLIP: the same two designs at a size that runs in seconds."""
+    from livelayers.engine.models.clip import load_clip
+    from livelayers.engine.models.diffusion import load_diffusion
+    torch.manual_seed(0)
+    handle = load_diffusion(str(ROOT / "tests" / "assets" / "toy_ddpm"), device="cpu", offline=True)
+    clip = load_clip(f"local-dir:{ROOT / 'tests' / 'assets' / 'toy_clip'}", device="cpu")
+    x, m = scene(handle.sample_size)
+    ours = time_ours(handle, clip, x, m, samples, k, views)
+    return time_reference(handle, clip, x, m, samples, k, views), ours
+
+
 def bench_latent(args) -> list[tuple]:
     from livelayers.engine.diffusion import blended_latent_diffusion
     from livelayers.engine.models.diffusion import load_diffusion
@@ -128,8 +145,11 @@ def bench_latent(args) -> list[tuple]:
         return [("latent toy (missing tests/assets/toy_sd)", float("nan"), float("nan"))]
     handle = load_diffusion(str(folder), device="cpu", offline=True)
     x, m = scene(64)
-    steps, s = 50, max(2, args.samples)
+    steps, s = getattr(args, "latent_steps", 50), max(2, args.samples)
     kw = dict(steps=steps, start=0.25, cfg=7.5)
+    # warm-up (first-call costs), so that neither design's time carries them
+    blended_latent_diffusion(handle, None, x, m, "a red circle", samples=1, seed=0, steps=4, start=0.25,
+                             cfg=7.5)
     t0 = time.perf_counter()
     blended_latent_diffusion(handle, None, x, m, "a red circle", samples=s, seed=0, **kw)
     ours = (time.perf_counter() - t0) / s
@@ -137,7 +157,31 @@ def bench_latent(args) -> list[tuple]:
     for i in range(s):
         blended_latent_diffusion(handle, None, x, m, "a red circle", samples=1, seed=i, **kw)
     ref = (time.perf_counter() - t0) / s
-    return [(f"latent toy 64², 50 DDIM (38 run), CFG, {s} samples", ref, ours)]
+    run = steps - int(steps * 0.25)
+    return [(f"latent toy 64², {steps} DDIM ({run} run), CFG, {s} samples", ref, ours)]
+
+
+def rows(size: str) -> list[dict]:
+    """The table rows of ``python -m livelayers bench``; reference = the reference
+    design of the module docstring (per sample, two UNet passes, views one at a
+    time; latent: one sample at a time). quick: pixel on the toy DDPM (32 px)
+    + toy CLIP, 2 samples, 8 views, 1 measured step; latent toy, 20 DDIM steps.
+    reference: as docs/diffusion.md (pixel 256², ViT-B/16-sized CLIP, scaled
+    UNet, 1 measured step of 75; latent toy, 50 DDIM steps)."""
+    quick = check_size(size) == "quick"
+    out = []
+    if quick:
+        ref, ours = bench_pixel_toy(samples=2, k=1, views=8)
+        out.append(row("diffusion", "pixel step, toy DDPM 32², toy CLIP, 8 views, 2 samples", "s/step",
+                       ours, ref, "one step measured"))
+    else:
+        (name, ref, ours), = bench_pixel(argparse.Namespace(measure_steps=1, samples=2))
+        out.append(row("diffusion", name, "s/sample", ours, ref, "1 step measured, extrapolated to 75"))
+    args = argparse.Namespace(samples=2, latent_steps=20 if quick else 50)
+    for name, ref, ours in bench_latent(args):
+        if ours == ours:  # NaN: tests/assets/toy_sd is missing
+            out.append(row("diffusion", name, "s/sample", ours, ref))
+    return out
 
 
 def main(argv=None) -> None:

@@ -17,7 +17,7 @@ import torch
 from livelayers.engine.io import (COMPRESSIONS, LayerSpec, load_image, read_exr_layers, to_linear,
                                   write_layered_exr)
 
-from _timing import best_of  # bench/_timing.py
+from _timing import best_of, check_size, row  # bench/_timing.py
 
 
 def _layers(size: int, with_data: bool) -> dict:
@@ -31,9 +31,8 @@ def _layers(size: int, with_data: bool) -> dict:
     return layers
 
 
-def bench_exr(size: int, repeat: int) -> None:
-    print(f"\nLayered EXR, {size}x{size}: edit(RGBA, +unprefixed) source composite [+ relevancy uv_fg]")
-    print(f"{'compression':<12}{'write ms':>10}{'read ms':>10}{'load ms':>10}{'size KiB':>10}{'write/zip':>11}{'size/zip':>10}")
+def measure_exr(size: int, repeat: int) -> dict:
+    """compression -> (write s, read s, load s, size KiB) of the bench's layered EXR."""
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for comp in COMPRESSIONS:
@@ -43,6 +42,13 @@ def bench_exr(size: int, repeat: int) -> None:
             r = best_of(lambda: read_exr_layers(path), repeat)
             ld = best_of(lambda: load_image(path, layer="source"), repeat)
             rows[comp] = (w, r, ld, path.stat().st_size / 1024)
+    return rows
+
+
+def bench_exr(size: int, repeat: int) -> None:
+    print(f"\nLayered EXR, {size}x{size}: edit(RGBA, +unprefixed) source composite [+ relevancy uv_fg]")
+    print(f"{'compression':<12}{'write ms':>10}{'read ms':>10}{'load ms':>10}{'size KiB':>10}{'write/zip':>11}{'size/zip':>10}")
+    rows = measure_exr(size, repeat)
     zw, _, _, zs = rows["zip"]
     for comp, (w, r, ld, kib) in rows.items():
         note = " (no data layers)" if comp in ("dwaa", "dwab") else ""
@@ -50,18 +56,42 @@ def bench_exr(size: int, repeat: int) -> None:
               f"{w / zw:>11.2f}{kib / zs:>10.2f}{note}")
 
 
-def bench_colour(size: int, repeat: int) -> None:
+def measure_colour(size: int, repeat: int) -> tuple[float, float]:
+    """(OIIO colorconvert s, torch sRGB formula s) on a 4x3xsizexsize batch."""
     x = torch.rand(4, 3, size, size)
 
     def formula():
         torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
-    t_oiio = best_of(lambda: to_linear(x), repeat)
-    t_torch = best_of(formula, repeat)
+    return best_of(lambda: to_linear(x), repeat), best_of(formula, repeat)
+
+
+def bench_colour(size: int, repeat: int) -> None:
+    t_oiio, t_torch = measure_colour(size, repeat)
     print(f"\nsRGB -> lin_rec709, 4x3x{size}x{size}")
     print(f"{'method':<22}{'ms':>10}{'ratio':>8}")
     print(f"{'OIIO colorconvert':<22}{t_oiio * 1e3:>10.1f}{t_oiio / t_torch:>8.2f}")
     print(f"{'torch formula':<22}{t_torch * 1e3:>10.1f}{1.0:>8.2f}")
+
+
+def rows(size: str) -> list[dict]:
+    """The table rows of ``python -m livelayers bench`` (quick: 64 px, best of 3;
+    reference: 256 px, best of 3, the script's defaults). No reference design:
+    the notes compare each compression with zip, and OIIO's colour conversion
+    (OCIO-managed) with the bare sRGB formula."""
+    px, repeat = (64, 3) if check_size(size) == "quick" else (256, 3)
+    out = []
+    exr = measure_exr(px, repeat)
+    zs = exr["zip"][3]
+    for comp, (w, r, _, kib) in exr.items():
+        extra = ", no data layers" if comp in ("dwaa", "dwab") else ""
+        out.append(row("io", f"write layered EXR {px}², {comp}", "ms", w * 1e3,
+                       note=f"read {r * 1e3:.1f} ms, {kib:.0f} KiB ({kib / zs:.2f}x zip){extra}"))
+    out.append(row("io", f"read layered EXR {px}², zip (the default)", "ms", exr["zip"][1] * 1e3))
+    t_oiio, t_torch = measure_colour(px, repeat)
+    out.append(row("io", f"sRGB -> linear 4x3x{px}², OIIO colorconvert", "ms", t_oiio * 1e3,
+                   note=f"the bare sRGB formula in torch: {t_torch * 1e3:.2f} ms"))
+    return out
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "tests" / "assets"
 sys.path.insert(0, str(ROOT / "bench"))
-from _timing import best_of  # noqa: E402
+from _timing import best_of, check_size, row  # noqa: E402
 
 
 def quality_table(dino, clip, net, sizes, n: int, seeds) -> None:
@@ -56,7 +56,13 @@ def quality_table(dino, clip, net, sizes, n: int, seeds) -> None:
             print(f"{size:>6} anchors: top-1 on an object {on:.3f}, the named object has an anchor {named:.3f}")
 
 
-def timing_table(dino, clip, model, sizes, n: int, sd_steps: int) -> None:
+RUNS = ("exhaustive", "amortised r=1", "amortised r=2", "random (untrained net)", "per-image (30 steps)")
+
+
+def measure_timing(dino, clip, model, sizes, n: int, sd_steps: int, modes=RUNS,
+                   sd: bool = True) -> tuple[list[str], dict]:
+    """(editor names, {(size, editor, mode): (s per image, editor runs per image)
+    or None where not timed}) of real ``learn_regions`` runs on ``n`` tasks per size."""
     from livelayers.engine.regions import AmortisedRegionNetwork, RegionModel, learn_regions
     from livelayers.toyworld.train_regions import BOX_SIZES, K_ANCHORS, toy_editor, toy_task
     torch.manual_seed(0)
@@ -66,27 +72,25 @@ def timing_table(dino, clip, model, sizes, n: int, sd_steps: int) -> None:
             "amortised r=2": dict(mode="amortised", proposals_per_anchor=2, region_model=model),
             "random (untrained net)": dict(mode="amortised", proposals_per_anchor=1, region_model=untrained),
             "per-image (30 steps)": dict(mode="per-image", proposals_per_anchor=0, steps=30)}
+    runs = {name: runs[name] for name in modes}
     editors = {"recolour": lambda task, size: toy_editor(task.prompt)}
-    sd = None
-    if (ASSETS / "toy_sd").is_dir():
+    sd_handle = None
+    if sd and (ASSETS / "toy_sd").is_dir():
         from livelayers.engine.models.diffusion import load_diffusion
         from livelayers.engine.regions import diffusion_editor
-        sd = load_diffusion(str(ASSETS / "toy_sd"), device="cpu", offline=True)
+        sd_handle = load_diffusion(str(ASSETS / "toy_sd"), device="cpu", offline=True)
         editors[f"toy SD ({sd_steps} steps)"] = lambda task, size: diffusion_editor(
-            sd, clip, task.prompt, steps=sd_steps, samples=1, seed=0)
-    print(f"\nSeconds per image (learn_regions, K = {K_ANCHORS}, M = {len(BOX_SIZES)}, {n} images; "
-          f"editor runs per image)")
-    print(f"{'size':>6} {'editor':<18}" + "".join(f"{name:>24}" for name in runs))
+            sd_handle, clip, task.prompt, steps=sd_steps, samples=1, seed=0)
+    found = {}
     for size in sizes:
         rng = np.random.default_rng(4040 + size)
         tasks = [toy_task(rng, size, 1 + i % 2) for i in range(n)]
         for ed_name, make in editors.items():
-            if ed_name != "recolour" and size % sd.pixel_multiple:
+            if ed_name != "recolour" and size % sd_handle.pixel_multiple:
                 continue
-            cells = []
             for name, kw in runs.items():
                 if ed_name != "recolour" and name.startswith("per-image"):
-                    cells.append(f"{'not timed':>24}")   # = exhaustive's K·M edits + the training steps
+                    found[size, ed_name, name] = None  # = exhaustive's K·M edits + the training steps
                     continue
                 total, count = 0.0, 0
                 for task in tasks:
@@ -98,8 +102,51 @@ def timing_table(dino, clip, model, sizes, n: int, sd_steps: int) -> None:
                                                  source_prompt=task.source_prompt, **kw)
                     total += best_of(go, 1, warmup=False)
                     count += res["r"].editor_runs
-                cells.append(f"{total / n:>15.3f}s ({count / n:>4.1f})")
+                found[size, ed_name, name] = (total / n, count / n)
+    return list(editors), found
+
+
+def timing_table(dino, clip, model, sizes, n: int, sd_steps: int) -> None:
+    from livelayers.toyworld.train_regions import BOX_SIZES, K_ANCHORS
+    editors, found = measure_timing(dino, clip, model, sizes, n, sd_steps)
+    print(f"\nSeconds per image (learn_regions, K = {K_ANCHORS}, M = {len(BOX_SIZES)}, {n} images; "
+          f"editor runs per image)")
+    print(f"{'size':>6} {'editor':<18}" + "".join(f"{name:>24}" for name in RUNS))
+    for size in sizes:
+        for ed_name in editors:
+            if (size, ed_name, RUNS[0]) not in found:
+                continue
+            cells = []
+            for name in RUNS:
+                got = found[size, ed_name, name]
+                cells.append(f"{'not timed':>24}" if got is None else f"{got[0]:>15.3f}s ({got[1]:>4.1f})")
             print(f"{size:>6} {ed_name:<18}" + "".join(cells))
+
+
+def rows(size: str) -> list[dict]:
+    """The table rows of ``python -m livelayers bench``: seconds per image of
+    ``learn_regions``, amortised (ours) against exhaustive (the reference: the
+    paper's exhaustive search, every proposal edited). quick: 32 px, 2 images,
+    recolour editor and toy SD at 4 steps; reference: 32/64/128 px, 3 images,
+    toy SD at 20 steps, as docs/regions.md (the quality table is not a timing:
+    run the script for it)."""
+    quick = check_size(size) == "quick"
+    sizes, n, sd_steps = ([32], 2, 4) if quick else ([32, 64, 128], 3, 20)
+    modes = RUNS[:2] if quick else RUNS[:3]
+    from livelayers.engine.regions import load_region_model
+    from livelayers.toyworld.train_regions import load_toy_models
+    dino, clip = load_toy_models()
+    model = load_region_model("toy-regions")
+    editors, found = measure_timing(dino, clip, model, sizes, n, sd_steps, modes)
+    out = []
+    for (px, ed_name, mode), got in found.items():
+        if mode == "exhaustive" or got is None:
+            continue
+        ref = found[px, ed_name, "exhaustive"]
+        out.append(row("regions", f"learn_regions {px} px, {ed_name} editor, {mode} vs exhaustive",
+                       "s/image", got[0], ref[0],
+                       f"editor runs {got[1]:.0f} vs {ref[1]:.0f}, mean of {n} images"))
+    return out
 
 
 def parts_table(dino, clip, model, size: int, repeats: int) -> None:

@@ -30,6 +30,9 @@ import time
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import check_size, row  # noqa: E402  bench/_timing.py
+
 
 def build(settings_name: str):
     """(clip handle, image (1,3,H,W), Text2LIVESettings) for a settings name."""
@@ -139,6 +142,39 @@ def run_design(settings_name: str, design: str, steps: int) -> dict:
             "threads": torch.get_num_threads()}
 
 
+def measure(settings_name: str, steps: int, threads: int) -> list[dict]:
+    """[ours, reference]: ``run_design``'s dict of each, each design in its own
+    subprocess (so that its peak memory is its own)."""
+    rows = []
+    for design in ("ours", "reference"):
+        cmd = [sys.executable, os.path.abspath(__file__), "--settings", settings_name,
+               "--steps", str(steps), "--threads", str(threads), "--design", design]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    return rows
+
+
+SETTINGS_TEXT = {"toy": "toy CLIP 64 px, 128 px image, 4x32 generator, 16 views",
+                 "reference": "random ViT-B/32, 512 px, 7x128 generator, 16 views"}
+
+
+def rows(size: str) -> list[dict]:
+    """The table rows of ``python -m livelayers bench``: quick = the toy settings,
+    1 timed step; reference = toy (3 steps) and reference settings (1 step), as
+    docs/text2live.md. Threads: this process's torch threads."""
+    plan = [("toy", 1)] if check_size(size) == "quick" else [("toy", 3), ("reference", 1)]
+    out = []
+    for settings_name, steps in plan:
+        ours, ref = measure(settings_name, steps, torch.get_num_threads())
+        where = f"{settings_name} settings ({SETTINGS_TEXT[settings_name]})"
+        note = f"{ours['device']}, {steps} timed step(s) after 1 warm-up"
+        out.append(row("text2live", f"training step, {where}", "s/step", ours["step_s"], ref["step_s"],
+                       note))
+        out.append(row("text2live", f"peak memory, {where}", "MiB", ours["peak_mib"], ref["peak_mib"],
+                       ours["peak_kind"]))
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--settings", choices=("toy", "reference"), default="toy")
@@ -153,12 +189,7 @@ def main(argv=None) -> None:
     if args.design:  # child process: one design, JSON on the last line
         print(json.dumps(run_design(args.settings, args.design, steps)))
         return
-    rows = []
-    for design in ("ours", "reference"):
-        cmd = [sys.executable, os.path.abspath(__file__), "--settings", args.settings,
-               "--steps", str(steps), "--threads", str(args.threads), "--design", design]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+    rows = measure(args.settings, steps, args.threads)
     print(f"Text2LIVE step, settings={args.settings}, device={rows[0]['device']}, "
           f"threads={rows[0]['threads']}, timed steps={steps} (+1 warm-up)")
     print(f"{'design':<11}{'step s':>10}{'1st step s':>12}{'setup s':>10}{'peak MiB':>11}  ({rows[0]['peak_kind']})")

@@ -51,6 +51,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import check_size, row  # noqa: E402  bench/_timing.py
+
 CONFIGS = {
     "paper": dict(n_frames=5, height=432, width=768, views=6, clip="ViT-B-32", scales=7, channels=128,
                   atlas_resolution=0, box_margin=30, box_min_size=129, decompose_steps=200),
@@ -180,6 +183,47 @@ def run_design(config: str, design: str, steps: int, atlas_path: str) -> dict:
             "peak_mib": peak, "rss_before_mib": rss_before, "peak_kind": kind, "crops": crops[1:]}
 
 
+def measure(config: str, steps: int, threads: int,
+            decompose_steps: int | None = None) -> tuple[list[dict], float]:
+    """([ours, reference] ``run_design`` dicts, seconds of the bench clip's
+    decomposition): the atlas is made here (``decompose_steps`` overrides the
+    config's), each design trains in its own subprocess (so that its peak
+    memory is its own)."""
+    cfg = dict(CONFIGS[config], **({"decompose_steps": decompose_steps} if decompose_steps else {}))
+    with tempfile.TemporaryDirectory() as tmp:
+        atlas_path = Path(tmp) / "bench.atlas.safetensors"
+        t0 = time.perf_counter()
+        make_atlas(cfg, atlas_path)
+        decompose_s = time.perf_counter() - t0
+        rows = []
+        for design in ("ours", "reference"):
+            cmd = [sys.executable, os.path.abspath(__file__), "--steps", str(steps), "--threads",
+                   str(threads), "--design", design, "--atlas", str(atlas_path)]
+            cmd += ["--quick"] if config == "quick" else []
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+    return rows, decompose_s
+
+
+def rows(size: str) -> list[dict]:
+    """The table rows of ``python -m livelayers bench``: quick = the quick config
+    with a 30-step decomposition (the crops may then be whole frames: the same
+    code, cheaper to set up), 1 timed step; reference = the paper config, 2
+    timed steps, as docs/video.md. Threads: this process's torch threads."""
+    config, steps, decompose = ("quick", 1, 30) if check_size(size) == "quick" else ("paper", 2, None)
+    (ours, ref), _ = measure(config, steps, torch.get_num_threads(), decompose)
+    cfg = CONFIGS[config]
+    where = (f"{config} config ({cfg['width']}x{cfg['height']} frames, CLIP {cfg['clip']} random, "
+             f"{cfg['views']} views, generator {cfg['scales']}x{cfg['channels']})")
+    crop = ours["crops"][0]
+    note = (f"{ours['device']}, {steps} timed crop step(s) after 1 warm-up, crops {crop[4]} x "
+            f"{crop[2]}x{crop[3]} px")
+    return [row("text2live_video", f"crop training step, {where}", "s/step", ours["step_s"],
+                ref["step_s"], note),
+            row("text2live_video", f"peak memory, {where}", "MiB", ours["peak_mib"], ref["peak_mib"],
+                ours["peak_kind"])]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (seconds), for a test")
@@ -195,18 +239,7 @@ def main(argv=None) -> int:
     if args.design:                                # child: one design, JSON on the last line
         print(json.dumps(run_design(config, args.design, steps, args.atlas)))
         return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        atlas_path = Path(tmp) / "bench.atlas.safetensors"
-        t0 = time.perf_counter()
-        make_atlas(CONFIGS[config], atlas_path)
-        decompose_s = time.perf_counter() - t0
-        rows = []
-        for design in ("ours", "reference"):
-            cmd = [sys.executable, os.path.abspath(__file__), "--steps", str(steps), "--threads",
-                   str(args.threads), "--design", design, "--atlas", str(atlas_path)]
-            cmd += ["--quick"] if args.quick else []
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+    rows, decompose_s = measure(config, steps, args.threads)
     cfg = CONFIGS[config]
     ours, ref = rows
     print(f"Text2LIVE video step, {config}: {cfg['width']}x{cfg['height']} frames, CLIP {cfg['clip']} "
