@@ -94,6 +94,50 @@ def reference_loss(clip, generator, crop, texts, s, step, gen, roi_text):
             + s.lambda_sparsity * L.sparsity_loss(alpha) + w * boot)
 
 
+def floor_parts(clip, generator, image, s, repeat: int) -> dict:
+    """The floor of one step: what any implementation of the objective pays.
+    The generator's forward + backward at the crop size, the CLIP passes with
+    gradient to the input only (every view of I_o and I_screen plus I_o at CLIP
+    size, frozen weights: one forward + backward), and the source side without
+    gradient (every view of I_s plus I_s at CLIP size). Each part timed alone,
+    best of ``repeat``; no augmentation, loss arithmetic or optimiser step."""
+    from livelayers.engine.text2live.objective import structure_block, uses
+
+    from _timing import best_of
+    size, v, use = clip.image_size, s.views, uses(s)
+    block = (structure_block(clip),) if use["structure"] else ()
+    n_out = v * (2 if use["screen"] else 1) + (1 if use["structure"] else 0)
+    n_src = v + (1 if use["structure"] else 0)
+    x_out = torch.rand(n_out, 3, size, size, device=image.device)
+    x_src = torch.rand(n_src, 3, size, size, device=image.device)
+
+    def sync():
+        if image.is_cuda:
+            torch.cuda.synchronize()
+
+    def gen_part():
+        generator.zero_grad(set_to_none=True)
+        generator(image).float().square().mean().backward()
+        sync()
+
+    def clip_out():
+        x = x_out.clone().requires_grad_(True)
+        out = clip.image_forward(x, tokens_from=block)
+        loss = out.embedding.square().sum() + sum(t.float().square().mean() for t in out.tokens.values())
+        loss.backward()
+        sync()
+
+    def clip_src():
+        with torch.no_grad():
+            clip.image_forward(x_src, tokens_from=block)
+        sync()
+
+    parts = {"generator fwd+bwd": best_of(gen_part, repeat), "CLIP output views fwd+bwd": best_of(clip_out, repeat),
+             "CLIP source views fwd": best_of(clip_src, repeat)}
+    parts["floor"] = sum(parts.values())
+    return parts
+
+
 def run_design(settings_name: str, design: str, steps: int) -> dict:
     """Time ``steps`` training steps (after one warm-up) of one design, in this process."""
     import madgrad
@@ -104,6 +148,11 @@ def run_design(settings_name: str, design: str, steps: int) -> dict:
 
     clip, image, s = build(settings_name)
     prompt, roi = "blue circle", "red circle"
+    if design == "floor":
+        generator = build_generator(s, 0, image.device).train()
+        parts = floor_parts(clip, generator, image, s, max(steps, 1))
+        return {"design": design, "settings": settings_name, "device": str(image.device),
+                "step_s": parts["floor"], "parts": parts, "threads": torch.get_num_threads()}
     if design == "reference":
         clip.autocast = None  # the reference design runs fp32
     texts = _encode_texts(clip, prompt, roi, None)
@@ -143,10 +192,10 @@ def run_design(settings_name: str, design: str, steps: int) -> dict:
 
 
 def measure(settings_name: str, steps: int, threads: int) -> list[dict]:
-    """[ours, reference]: ``run_design``'s dict of each, each design in its own
-    subprocess (so that its peak memory is its own)."""
+    """[ours, reference, floor]: ``run_design``'s dict of each, each design in its
+    own subprocess (so that its peak memory is its own)."""
     rows = []
-    for design in ("ours", "reference"):
+    for design in ("ours", "reference", "floor"):
         cmd = [sys.executable, os.path.abspath(__file__), "--settings", settings_name,
                "--steps", str(steps), "--threads", str(threads), "--design", design]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -165,13 +214,16 @@ def rows(size: str) -> list[dict]:
     plan = [("toy", 1)] if check_size(size) == "quick" else [("toy", 3), ("reference", 1)]
     out = []
     for settings_name, steps in plan:
-        ours, ref = measure(settings_name, steps, torch.get_num_threads())
+        ours, ref, floor = measure(settings_name, steps, torch.get_num_threads())
         where = f"{settings_name} settings ({SETTINGS_TEXT[settings_name]})"
         note = f"{ours['device']}, {steps} timed step(s) after 1 warm-up"
         out.append(row("text2live", f"training step, {where}", "s/step", ours["step_s"], ref["step_s"],
                        note))
         out.append(row("text2live", f"peak memory, {where}", "MiB", ours["peak_mib"], ref["peak_mib"],
                        ours["peak_kind"]))
+        parts = ", ".join(f"{k} {v:.3f} s" for k, v in floor["parts"].items() if k != "floor")
+        out.append(row("text2live", f"floor of the step, {where}", "s/step", floor["step_s"],
+                       note=f"ours / floor = {ours['step_s'] / floor['step_s']:.2f}x; {parts}"))
     return out
 
 
@@ -181,7 +233,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="timed steps after one warm-up "
                     "(default: 3 toy, 1 reference)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    ap.add_argument("--design", choices=("ours", "reference"), help=argparse.SUPPRESS)
+    ap.add_argument("--design", choices=("ours", "reference", "floor"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     steps = args.steps if args.steps is not None else (3 if args.settings == "toy" else 1)
     if args.threads:
@@ -193,11 +245,15 @@ def main(argv=None) -> None:
     print(f"Text2LIVE step, settings={args.settings}, device={rows[0]['device']}, "
           f"threads={rows[0]['threads']}, timed steps={steps} (+1 warm-up)")
     print(f"{'design':<11}{'step s':>10}{'1st step s':>12}{'setup s':>10}{'peak MiB':>11}  ({rows[0]['peak_kind']})")
-    for r in rows:
+    ours, ref, floor = rows
+    for r in (ours, ref):
         print(f"{r['design']:<11}{r['step_s']:>10.3f}{r['first_step_s']:>12.3f}{r['setup_s']:>10.3f}"
               f"{r['peak_mib']:>11.0f}")
-    ours, ref = rows
+    print(f"{'floor':<11}{floor['step_s']:>10.3f}   = " + " + ".join(
+        f"{k} {v:.3f}" for k, v in floor["parts"].items() if k != "floor"))
     print(f"speed-up (reference step / ours): {ref['step_s'] / ours['step_s']:.2f}x")
+    print(f"ours / floor: {ours['step_s'] / floor['step_s']:.2f}x  (the floor: generator fwd+bwd and the "
+          "CLIP passes the objective needs, each timed alone)")
     print(f"memory ratio (reference / ours):  {ref['peak_mib'] / ours['peak_mib']:.2f}x")
 
 
