@@ -241,24 +241,3 @@ def test_hf_hub_spec_loads_from_the_hugging_face_cache(tiny_dir, tmp_path, monke
     assert torch.allclose(h.encode_image(x), ref.encode_image(x))
     with pytest.raises(ModelNotFoundError, match="huggingface-cli download someorg/other"):
         load_clip("hf-hub:someorg/other", device="cpu", offline=True, hf_cache_dir=str(tmp_path / "hf"))
-
-
-@pytest.mark.parametrize("kind", ["MultiheadAttention", "qk_norm", "scaled_cosine"])
-def test_fused_attention_equals_the_hand_written_one(kind):
-    """Passes that need no attention map use scaled_dot_product_attention; it
-    must give what the hand-written softmax(q·kᵀ)·v gives (which relevancy
-    needs), for every open_clip attention kind, scaled cosine included."""
-    from open_clip.transformer import Attention
-
-    from livelayers.engine.models.clip import _attention
-    torch.manual_seed(0)
-    attn = {"MultiheadAttention": lambda: torch.nn.MultiheadAttention(32, 4, batch_first=True),
-            "qk_norm": lambda: Attention(32, 4, qk_norm=True, scale_heads=True),
-            "scaled_cosine": lambda: Attention(32, 4, scaled_cosine=True, scale_heads=True)}[kind]().eval()
-    x = torch.randn(2, 10, 32)
-    with torch.no_grad():
-        by_hand, probs = _attention(attn, x, need_attention=True)
-        fused, none = _attention(attn, x, need_attention=False)
-    assert none is None and probs.shape == (2, 4, 10, 10)
-    assert torch.allclose(fused, by_hand, atol=2e-6), float((fused - by_hand).abs().max())
-    assert torch.allclose(probs.sum(-1), torch.ones(2, 4, 10))

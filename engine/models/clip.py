@@ -235,10 +235,8 @@ def _block_forward(blk, x: torch.Tensor, need_attention: bool):
     open_clip has two block types: ``ResidualAttentionBlock`` (attention is an
     ``nn.MultiheadAttention``) and ``CustomResidualAttentionBlock`` (its own
     ``Attention`` with optional qk-norm, scaled cosine, head scale, inner norm
-    and an extra ``ln_attn``). We recompute attention for both: by hand when
-    the post-softmax map is asked for (it must exist as a tensor in the graph,
-    for relevancy), else through the fused ``scaled_dot_product_attention``
-    (no (N, heads, L, L) map kept for the backward pass).
+    and an extra ``ln_attn``). We recompute attention by hand for both, so the
+    post-softmax map exists as a tensor in the graph.
     """
     a, attn = _attention(blk.attn, blk.ln_1(x), need_attention)
     if hasattr(blk, "ln_attn"):
@@ -257,31 +255,26 @@ def _attention(attn, x: torch.Tensor, need_attention: bool):
             raise ValueError("separate q/k/v projections are not supported")
         q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
         q, k, v = (t.reshape(n, length, heads, -1).transpose(1, 2) for t in (q, k, v))
-        out, probs = _softmax_attention(q, k, v, q.shape[-1] ** -0.5, need_attention)
-        return attn.out_proj(out.transpose(1, 2).reshape(n, length, c)), probs
+        logits = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-1, -2)
+        probs = logits.softmax(dim=-1)
+        out = (probs @ v).transpose(1, 2).reshape(n, length, c)
+        return attn.out_proj(out), (probs if need_attention else None)
 
     # open_clip.transformer.Attention
     q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     q, k, v = (t.reshape(n, length, heads, -1).transpose(1, 2) for t in (q, k, v))
-    if attn.logit_scale is not None:  # scaled cosine attention: the per-head scale goes into q
-        q = F.normalize(q, dim=-1) * torch.clamp(attn.logit_scale, max=attn.logit_scale_max).exp()
-        k, scale = F.normalize(k, dim=-1), 1.0
+    if attn.logit_scale is not None:  # scaled cosine attention
+        logits = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
+        logits = logits * torch.clamp(attn.logit_scale, max=attn.logit_scale_max).exp()
     else:
-        q, k, scale = attn.ln_q(q), attn.ln_k(k), attn.scale
-    out, probs = _softmax_attention(q, k, v, scale, need_attention)
+        q, k = attn.ln_q(q), attn.ln_k(k)
+        logits = (q * attn.scale) @ k.transpose(-1, -2)
+    probs = logits.softmax(dim=-1)
+    out = probs @ v
     if attn.head_scale is not None:
         out = out * attn.head_scale
     out = attn.ln_inner(out.transpose(1, 2).reshape(n, length, c))
-    return attn.out_proj(out), probs
-
-
-def _softmax_attention(q, k, v, scale: float, need_attention: bool):
-    """softmax(scale·q·kᵀ)·v on (N, heads, L, d) → ((N, heads, L, d), the
-    (N, heads, L, L) map or None). Without the map, the fused kernel."""
-    if not need_attention:
-        return F.scaled_dot_product_attention(q, k, v, scale=scale), None
-    probs = ((q * scale) @ k.transpose(-1, -2)).softmax(dim=-1)
-    return probs @ v, probs
+    return attn.out_proj(out), (probs if need_attention else None)
 
 
 # ------------------------------------------------------------------- loading
