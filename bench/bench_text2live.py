@@ -31,7 +31,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import check_size, row  # noqa: E402  bench/_timing.py
+from _timing import best_of, check_size, row  # noqa: E402  bench/_timing.py
 
 
 def build(settings_name: str):
@@ -102,8 +102,6 @@ def floor_parts(clip, generator, image, s, repeat: int) -> dict:
     gradient (every view of I_s plus I_s at CLIP size). Each part timed alone,
     best of ``repeat``; no augmentation, loss arithmetic or optimiser step."""
     from livelayers.engine.text2live.objective import structure_block, uses
-
-    from _timing import best_of
     size, v, use = clip.image_size, s.views, uses(s)
     block = (structure_block(clip),) if use["structure"] else ()
     n_out = v * (2 if use["screen"] else 1) + (1 if use["structure"] else 0)
