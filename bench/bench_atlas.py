@@ -6,6 +6,7 @@ vs the direct all-corners gather it replaced), and memory vs clip length.
     nice -n 10 python bench/bench_atlas.py [--cap 120] [--threads 2]
     python bench/bench_atlas.py --only maps      # 1080p maps before/after
     python bench/bench_atlas.py --only memory [--device cuda]
+    python bench/bench_atlas.py --only official --official DIR [--official-python PY]
 
 The same toy clip (8 frames, 64×64, known motion, masks given), the same
 batch and objective for both encodings; only the fields differ. PSNR is over
@@ -16,10 +17,20 @@ Times are the process's CPU seconds (``time.process_time``) with ``--threads``
 torch threads (default 1): on a shared machine, wall-clock time measures the
 neighbours, CPU time measures the method. With 1 thread the two agree on an
 idle machine.
+
+``--official DIR`` (a clone of github.com/ykasten/layered-neural-atlases, never
+shipped) also times the published code's own training step on the same clip
+(bench/official_nla.py, its ``train.py`` under ``--official-python``) beside
+ours and the positional reference design, all three at its batch of 10000
+points: the reference design's calibration against the code it stands for.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -39,6 +50,10 @@ from livelayers.toyworld.clips import make_toy_clip
 from _timing import check_size, row  # bench/_timing.py
 
 TARGETS = (25.0, 30.0)
+# ``python -m livelayers bench --official atlas=DIR`` hands DIR (and the Python
+# of its environment, --official-python atlas=PY) to rows() here
+OFFICIAL_ENV, OFFICIAL_PYTHON_ENV = "LIVELAYERS_OFFICIAL_ATLAS", "LIVELAYERS_OFFICIAL_ATLAS_PYTHON"
+NLA_BATCH = 10000   # the published samples_batch
 
 
 def optimise(fields, data, s, step: int, gen, opt) -> None:
@@ -58,8 +73,11 @@ def clip_psnr(fields, geo: ClipGeometry, frames: torch.Tensor) -> float:
     return float(-10 * torch.log10(torch.tensor(mse / geo.n_frames)))
 
 
-def time_to_psnr(encoding: str, clip, cap_s: float, eval_every: int, max_steps: int | None = None) -> dict:
+def time_to_psnr(encoding: str, clip, cap_s: float, eval_every: int, max_steps: int | None = None,
+                 batch: int | None = None) -> dict:
     s = AtlasSettings(encoding=encoding, steps=100000)
+    if batch:
+        s.batch = batch
     flows, valid = clip_flows(clip.frames, min_side=AtlasSettings().flow_min_side)
     data = train._Clip(clip.frames, clip.masks, flows, valid, torch.device("cpu"))
     fields = train.build_fields(s, 0)
@@ -83,6 +101,34 @@ def time_to_psnr(encoding: str, clip, cap_s: float, eval_every: int, max_steps: 
                 reached[target] = (clock, step)
     return {"reached": reached, "steps": step, "seconds": clock, "best": best,
             "s_per_step": clock / max(step, 1)}
+
+
+def official_step(root: str, python: str | None, steps: int) -> dict:
+    """bench/official_nla.py's JSON: the published code's step on this bench's clip."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    cmd = [sys.executable, os.path.join(here, "official_nla.py"), "--root", root, "--steps", str(steps),
+           "--threads", str(torch.get_num_threads()), "--batch", str(NLA_BATCH)]
+    if python:
+        cmd += ["--python", python]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def official_rows(clip, root: str, python: str | None, steps: int = 3) -> list[dict]:
+    """Ours (hash) and the reference design (positional) at NLA's batch vs the
+    published code's own step, on the same clip."""
+    off = official_step(root, python, steps)
+    hash_r = time_to_psnr("hash", clip, 600.0, steps, max_steps=steps, batch=NLA_BATCH)
+    pos_r = time_to_psnr("positional", clip, 600.0, steps, max_steps=steps, batch=NLA_BATCH)
+    where = f"8 frames 64², batch {NLA_BATCH} (NLA's)"
+    note = (f"official = {off['code']} @ {off['commit'][:10]}, its train.py timed here {off['date']} "
+            f"(wall s, {off['steps']} steps after 1 warm-up); ours: CPU s")
+    calibration = (f"reference design (positional MLPs) {pos_r['s_per_step']:.3f} s/step = "
+                   f"{pos_r['s_per_step'] / off['s_per_step']:.2f}x the official step")
+    return [row("atlas", f"training step vs the official NLA code, hash grids (ours), {where}", "s/step",
+                hash_r["s_per_step"], off["s_per_step"], note),
+            row("atlas", f"training step vs the official NLA code, positional MLPs (reference design), "
+                f"{where}", "s/step", pos_r["s_per_step"], off["s_per_step"], calibration)]
 
 
 def render_fps(n_frames: int = 4, atlas_res: int = 1024, h: int = 1080, w: int = 1920) -> float:
@@ -249,6 +295,9 @@ def rows(size: str) -> list[dict]:
     fps = render_fps(1 if quick else 4, 1024, h, w)
     out.append(row("atlas", f"edit render {w}x{h}, maps given (grid-sample fg+bg, composite)",
                    "CPU s/frame", 1 / fps))
+    official = os.environ.get(OFFICIAL_ENV)
+    if official:
+        out += official_rows(clip, official, os.environ.get(OFFICIAL_PYTHON_ENV) or None)
     if not quick:
         for n, fh, fw in ((8, 64, 64), (50, 64, 64), (200, 64, 64), (3, 1080, 1920)):
             r = train_memory(n, fh, fw, 5, "cpu")
@@ -262,12 +311,27 @@ def main() -> None:
     ap.add_argument("--cap", type=float, default=120.0, help="seconds of training per encoding")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-every", type=int, default=25)
-    ap.add_argument("--only", choices=("all", "train", "maps", "memory"), default="all",
-                    help="run one part: train = time-to-PSNR + render fps")
+    ap.add_argument("--only", choices=("all", "train", "maps", "memory", "official"), default="all",
+                    help="run one part: train = time-to-PSNR + render fps; official = vs --official")
+    ap.add_argument("--official", metavar="DIR", help="a clone of github.com/ykasten/layered-neural-atlases "
+                    "to time beside ours (never shipped)")
+    ap.add_argument("--official-python", metavar="PY", help="the Python of its environment (default: this one)")
     ap.add_argument("--device", default="cpu", help="device of the memory part (cpu | cuda)")
     ap.add_argument("--memory-steps", type=int, default=5)
     args = ap.parse_args()
+    if args.official:
+        from official_nla import checkout_problem
+        problem = checkout_problem(args.official)
+        if problem:
+            ap.error(f"--official {args.official}: {problem}")
+    elif args.only == "official":
+        ap.error("--only official needs --official DIR")
     torch.set_num_threads(args.threads)
+    if args.official and args.only in ("all", "official"):
+        clip = make_toy_clip(n_frames=8, height=64, width=64, seed=0)
+        for r in official_rows(clip, args.official, args.official_python):
+            print(f"{r['case']}: ours {r['ours']:.3f} s/step, official {r['reference']:.3f} s/step, "
+                  f"official / ours {r['ratio']:.2f}x\n  {r['note']}")
     if args.only in ("all", "maps"):
         bench_maps()
     if args.only in ("all", "memory"):

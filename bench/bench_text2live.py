@@ -6,11 +6,19 @@
   plus I_o at CLIP size in ONE CLIP forward with gradient, the I_s side in one
   forward without; relevancy computed once per run (not per step); autocast
   on CUDA.
-* reference: the official code's design, fp32: every view of every loss its own
-  CLIP forward (the composition loss and the direction loss each draw and embed
-  their own 16 views of I_o, the direction loss embeds 16 views of I_s, the
-  screen loss 16 views of I_screen, the structure loss two more forwards) and
-  the relevancy map of the crop recomputed every step while bootstrapping.
+* reference: the official code's design (calibrated against it, below): each
+  loss draws and embeds its own 16 views in one batched CLIP forward (the
+  composition loss and the direction loss each of I_o, the direction loss also
+  of I_s, the screen loss of I_screen), the structure loss two more forwards,
+  and the relevancy map of the crop recomputed every step while bootstrapping;
+  fp32 on a CPU, fp16 CLIP on CUDA (the official ``clip.load`` keeps fp16
+  weights on a GPU).
+* official: with ``--official DIR`` (a clone of github.com/omerbt/Text2LIVE,
+  never shipped), the official code's own step timed on this machine by
+  ``bench/official_text2live.py`` (reference settings only: its generator and
+  CLIP are fixed at ViT-B/32 sizes), and again with every CLIP loss weighted 0
+  (``--generator-only``): the difference is its CLIP side, compared with ours
+  (our step minus the floor's generator part).
 
 Settings: ``toy`` = toy-sized CLIP (64 px, 4 blocks), 128-px image, generator
 4 scales x 32 channels; ``reference`` = ViT-B/32-sized CLIP with random
@@ -61,7 +69,7 @@ def build(settings_name: str):
 
 
 def reference_loss(clip, generator, crop, texts, s, step, gen, roi_text):
-    """The official design: one CLIP forward per view and per loss, fp32, relevancy per step."""
+    """The official design: one batched CLIP forward per loss, relevancy per step."""
     from livelayers.engine.relevancy import relevancy_map
     from livelayers.engine.text2live import losses as L
     from livelayers.engine.text2live.augment import clip_views
@@ -73,11 +81,11 @@ def reference_loss(clip, generator, crop, texts, s, step, gen, roi_text):
     comp = L.composite(colour, alpha, crop)
     screen = L.green_screen(colour, alpha)
 
-    def embed_each(source, grad=True):
+    def embed_each(source, grad=True):  # one loss's own views, one batched forward
         views = clip_views(source, v, size, gen, s.view_aug)
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx:
-            return torch.cat([clip.image_forward(views[i:i + 1]).embedding for i in range(v)])
+            return clip.image_forward(views).embedding
 
     clip_loss = L.clip_text_loss(embed_each(comp), _template_subset(texts.target, 0, gen))
     src = embed_each(crop, grad=False)
@@ -151,8 +159,8 @@ def run_design(settings_name: str, design: str, steps: int) -> dict:
         parts = floor_parts(clip, generator, image, s, max(steps, 1))
         return {"design": design, "settings": settings_name, "device": str(image.device),
                 "step_s": parts["floor"], "parts": parts, "threads": torch.get_num_threads()}
-    if design == "reference":
-        clip.autocast = None  # the reference design runs fp32
+    if design == "reference":  # the official code's precision: fp32 on a CPU, fp16 CLIP on CUDA
+        clip.autocast = torch.float16 if image.is_cuda else None
     texts = _encode_texts(clip, prompt, roi, None)
     generator = build_generator(s, 0, image.device).train()
     opt = madgrad.MADGRAD(generator.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
@@ -189,14 +197,32 @@ def run_design(settings_name: str, design: str, steps: int) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def measure(settings_name: str, steps: int, threads: int) -> list[dict]:
-    """[ours, reference, floor]: ``run_design``'s dict of each, each design in its
-    own subprocess (so that its peak memory is its own)."""
+# ``python -m livelayers bench --official text2live=DIR`` hands DIR to rows() here
+OFFICIAL_ENV = "LIVELAYERS_OFFICIAL_TEXT2LIVE"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def official_problem(root: str, settings_name: str) -> str | None:
+    """Why the official code cannot be timed from ``root`` at these settings, or None."""
+    from official_text2live import checkout_problem
+    if settings_name != "reference":
+        return "the official code runs at the reference settings only (its CLIP and generator sizes are fixed)"
+    return checkout_problem(root)
+
+
+def measure(settings_name: str, steps: int, threads: int, official: str | None = None) -> list[dict]:
+    """[ours, reference, floor] (+ official, official generator only when
+    ``official`` is a Text2LIVE clone): ``run_design``'s dict of each, each
+    design in its own subprocess (so that its peak memory is its own)."""
+    cmds = [[os.path.abspath(__file__), "--settings", settings_name, "--design", design]
+            for design in ("ours", "reference", "floor")]
+    if official:
+        harness = [os.path.join(HERE, "official_text2live.py"), "--root", official]
+        cmds += [harness, [*harness, "--generator-only"]]
     rows = []
-    for design in ("ours", "reference", "floor"):
-        cmd = [sys.executable, os.path.abspath(__file__), "--settings", settings_name,
-               "--steps", str(steps), "--threads", str(threads), "--design", design]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    for cmd in cmds:
+        full = [sys.executable, *cmd, "--steps", str(steps), "--threads", str(threads)]
+        out = subprocess.run(full, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     return rows
 
@@ -210,13 +236,23 @@ def rows(size: str) -> list[dict]:
     1 timed step; reference = toy (3 steps) and reference settings (1 step), as
     docs/text2live.md. Threads: this process's torch threads."""
     plan = [("toy", 1)] if check_size(size) == "quick" else [("toy", 3), ("reference", 1)]
+    official = os.environ.get(OFFICIAL_ENV) or None
     out = []
     for settings_name, steps in plan:
-        ours, ref, floor = measure(settings_name, steps, torch.get_num_threads())
+        root = official if settings_name == "reference" else None
+        ours, ref, floor, *timed_official = measure(settings_name, steps, torch.get_num_threads(), root)
         where = f"{settings_name} settings ({SETTINGS_TEXT[settings_name]})"
         note = f"{ours['device']}, {steps} timed step(s) after 1 warm-up"
         out.append(row("text2live", f"training step, {where}", "s/step", ours["step_s"], ref["step_s"],
                        note))
+        if timed_official:
+            off, off_gen = timed_official
+            out.append(row("text2live", f"training step vs the official code, {where}", "s/step",
+                           ours["step_s"], off["step_s"], official_note(off)))
+            ours_clip, off_clip = clip_sides(ours, floor, off, off_gen)
+            out.append(row("text2live", f"CLIP side of the step vs the official code's, {where}", "s/step",
+                           ours_clip, off_clip, "ours - the floor's generator part vs official - official "
+                           f"with every CLIP loss weighted 0 ({off_gen['step_s']:.2f} s)"))
         out.append(row("text2live", f"peak memory, {where}", "MiB", ours["peak_mib"], ref["peak_mib"],
                        ours["peak_kind"]))
         parts = ", ".join(f"{k} {v:.3f} s" for k, v in floor["parts"].items() if k != "floor")
@@ -225,31 +261,53 @@ def rows(size: str) -> list[dict]:
     return out
 
 
+def clip_sides(ours: dict, floor: dict, off: dict, off_gen: dict) -> tuple[float, float]:
+    """(our step's CLIP side, the official step's): each step minus its generator part."""
+    return (ours["step_s"] - floor["parts"]["generator fwd+bwd"], off["step_s"] - off_gen["step_s"])
+
+
+def official_note(off: dict) -> str:
+    return (f"official = {off['code']} @ {off['commit'][:10]}, its own step timed here {off['date']} "
+            f"({off['device']}, {off['steps']} step(s) after 1 warm-up; random ViT-B/32 weights)")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--settings", choices=("toy", "reference"), default="toy")
     ap.add_argument("--steps", type=int, default=None, help="timed steps after one warm-up "
                     "(default: 3 toy, 1 reference)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--official", metavar="DIR", help="also time the official code's step from this "
+                    "clone of github.com/omerbt/Text2LIVE (reference settings only)")
     ap.add_argument("--design", choices=("ours", "reference", "floor"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     steps = args.steps if args.steps is not None else (3 if args.settings == "toy" else 1)
+    problem = args.official and official_problem(args.official, args.settings)
+    if problem:
+        ap.error(f"--official {args.official}: {problem}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.design:  # child process: one design, JSON on the last line
         print(json.dumps(run_design(args.settings, args.design, steps)))
         return
-    rows = measure(args.settings, steps, args.threads)
+    rows = measure(args.settings, steps, args.threads, args.official)
     print(f"Text2LIVE step, settings={args.settings}, device={rows[0]['device']}, "
           f"threads={rows[0]['threads']}, timed steps={steps} (+1 warm-up)")
     print(f"{'design':<11}{'step s':>10}{'1st step s':>12}{'setup s':>10}{'peak MiB':>11}  ({rows[0]['peak_kind']})")
-    ours, ref, floor = rows
-    for r in (ours, ref):
+    ours, ref, floor, *official = rows
+    for r in (ours, ref, *official[:1]):
         print(f"{r['design']:<11}{r['step_s']:>10.3f}{r['first_step_s']:>12.3f}{r['setup_s']:>10.3f}"
               f"{r['peak_mib']:>11.0f}")
     print(f"{'floor':<11}{floor['step_s']:>10.3f}   = " + " + ".join(
         f"{k} {v:.3f}" for k, v in floor["parts"].items() if k != "floor"))
     print(f"speed-up (reference step / ours): {ref['step_s'] / ours['step_s']:.2f}x")
+    if official:
+        off, off_gen = official
+        print(f"speed-up (official step / ours):  {off['step_s'] / ours['step_s']:.2f}x  ({official_note(off)})")
+        print(f"reference design / official step: {ref['step_s'] / off['step_s']:.2f}x  (1 = calibrated)")
+        ours_clip, off_clip = clip_sides(ours, floor, off, off_gen)
+        print(f"CLIP side (step - its generator part): ours {ours_clip:.2f} s, official {off_clip:.2f} s "
+              f"(official with no CLIP loss: {off_gen['step_s']:.2f} s/step): {off_clip / ours_clip:.2f}x")
     print(f"ours / floor: {ours['step_s'] / floor['step_s']:.2f}x  (the floor: generator fwd+bwd and the "
           "CLIP passes the objective needs, each timed alone)")
     print(f"memory ratio (reference / ours):  {ref['peak_mib'] / ours['peak_mib']:.2f}x")

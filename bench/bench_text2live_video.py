@@ -13,10 +13,12 @@ the frames differs:
 * ours (``engine.text2live.objective.objective``): every view of every frame
   crop's I_o and I_screen, plus each I_o at CLIP size, in ONE CLIP forward
   with gradient; the I_s side in one forward without; autocast on CUDA;
-* reference: the official code's design, fp32 everywhere: for every frame
-  crop, every loss draws and embeds its own views, one CLIP forward per view
+* reference: the official code's design (its train_video.py runs the image
+  losses, util/losses.py, over the list of frame crops): for every frame crop,
+  every loss draws and embeds its own views in one batched CLIP forward
   (composition, direction and screen views of I_o / I_screen, direction views
-  of I_s), and the structure loss two more forwards per frame.
+  of I_s), and the structure loss two more forwards per frame; fp32 on a CPU,
+  fp16 CLIP on CUDA (the official ``clip.load`` keeps fp16 weights on a GPU).
 
 The per-frame relevancy targets are computed once per run in both (that cost
 is the setup column, not a step). Settings:
@@ -91,7 +93,7 @@ def build_clip(cfg: dict, device: str):
 
 
 def reference_objective(clip, frames, sparsity_alpha, texts, s, step, gen):
-    """The reference design: per frame, per loss, per view one CLIP forward, fp32."""
+    """The reference design: per frame and per loss one batched CLIP forward of its views."""
     from livelayers.engine.text2live import losses as L
     from livelayers.engine.text2live.augment import clip_views
     from livelayers.engine.text2live.objective import structure_block, template_subset, to_clip_size
@@ -100,7 +102,7 @@ def reference_objective(clip, frames, sparsity_alpha, texts, s, step, gen):
     def embed_each(source, grad=True):
         views = clip_views(source, v, size, gen, s.view_aug)
         with torch.enable_grad() if grad else torch.no_grad():
-            return torch.cat([clip.image_forward(views[i:i + 1]).embedding for i in range(v)])
+            return clip.image_forward(views).embedding
 
     def tokens(x):
         return clip.image_forward(to_clip_size(x, size), tokens_from=(block,)).tokens[block]
@@ -141,7 +143,8 @@ def run_design(config: str, design: str, steps: int, atlas_path: str) -> dict:
     s = VideoSettings(views=cfg["views"], generator=gen_cfg, atlas_resolution=cfg["atlas_resolution"],
                       box_margin=cfg["box_margin"], box_min_size=cfg["box_min_size"], relevancy_blocks="last")
     if design == "reference":
-        clip.autocast = None                       # fp32 everywhere
+        # the official code's precision: fp32 on a CPU, fp16 CLIP on CUDA (generator fp32)
+        clip.autocast = torch.float16 if device.type == "cuda" else None
     amp = autocast_dtype(device, "auto") if design == "ours" else None
     fn = objective if design == "ours" else reference_objective
     t0 = time.perf_counter()

@@ -3,6 +3,7 @@ table of ratios, and a JSON file to compare a change before and after.
 
     python -m livelayers bench [--size quick|reference] [--only NAME ...] [--threads N]
                                [--json PATH] [--compare OLD.json] [--against NEW.json]
+                               [--official NAME=DIR ...] [--official-python NAME=PY ...]
 
 Each bench script has ``rows(size) -> list[dict]`` (see ``_timing.row``): one
 row per timed case, {bench, case, unit, ours, reference, ratio, note}, where
@@ -14,6 +15,12 @@ imports once, the CLI stays light); benches that compare peak memory get a
 child of their own (``OWN_PROCESS``) and run each design in a subprocess. A bench that raises is reported in
 its row and the command exits 1 after the others ran; a child that dies
 takes only the bench it was running with it (a new child runs the rest).
+
+``--official NAME=DIR`` also times the published code itself from a clone the
+user made (never shipped; bench/official_text2live.py, bench/official_nla.py),
+beside ours, in the same run: the child finds DIR (and ``--official-python``,
+the Python of that code's environment) in the environment variables of
+``OFFICIAL``.
 """
 from __future__ import annotations
 
@@ -43,6 +50,13 @@ FIELDS = ("bench", "case", "unit", "ours", "reference", "ratio", "note")
 FORMAT = "livelayers-bench/1"
 MARK = "livelayers-bench: "   # prefix of the child's result lines on its stdout
 EXIT_BAD_ARGS, EXIT_STOPPED = 2, 130
+# --official NAME=DIR: bench name -> (the environment variable its rows() reads,
+# the published code it times, the size it runs at, the bench/ module that checks
+# a clone); --official-python NAME=PY goes to the variable + "_PYTHON"
+OFFICIAL = {"text2live": ("LIVELAYERS_OFFICIAL_TEXT2LIVE", "github.com/omerbt/Text2LIVE", "reference",
+                          "official_text2live"),
+            "atlas": ("LIVELAYERS_OFFICIAL_ATLAS", "github.com/ykasten/layered-neural-atlases", "reference",
+                      "official_nla")}
 
 
 # ---------------------------------------------------------------- the command
@@ -62,6 +76,11 @@ def register_cli(sub) -> None:
                    help="also print ours now / ours in OLD.json per row (a change's before/after)")
     p.add_argument("--against", metavar="NEW.json",
                    help="with --compare: compare two saved runs, run nothing")
+    p.add_argument("--official", action="append", metavar="NAME=DIR",
+                   help="also time the published code from your clone of it, beside ours "
+                        f"(with --size reference; NAME: {', '.join(OFFICIAL)})")
+    p.add_argument("--official-python", action="append", metavar="NAME=PY",
+                   help="the Python of that code's environment (default: this one)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -76,7 +95,8 @@ def cmd_bench(args) -> int:
         return 0
     names = args.only or list(BENCHES)
     try:
-        run = run_benches(names, args.size, args.threads)
+        run = run_benches(names, args.size, args.threads, official_roots(args.official),
+                          official_roots(args.official_python))
     except KeyboardInterrupt:
         print("livelayers: bench: stopped; nothing written", file=sys.stderr)
         return EXIT_STOPPED
@@ -105,6 +125,17 @@ def check_args(args) -> str | None:
         return "--against NEW.json needs --compare OLD.json"
     if args.against and (args.only or args.json):
         return "--against compares two saved runs: --only and --json do not apply"
+    for spec in args.official or ():
+        problem = official_problem(spec, args)
+        if problem:
+            return f"--official {spec}: {problem}"
+    named = [s.partition("=")[0] for s in args.official or ()]
+    for spec in args.official_python or ():
+        name, sep, python = spec.partition("=")
+        if not sep or name not in named:
+            return f"--official-python {spec}: allowed: NAME=PY for a NAME given to --official"
+        if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+            return f"--official-python {spec}: {python} is not an executable file"
     for flag in ("compare", "against"):
         path = getattr(args, flag)
         if path:
@@ -114,17 +145,44 @@ def check_args(args) -> str | None:
     return None
 
 
+def official_roots(specs) -> dict[str, str]:
+    """--official NAME=DIR (or --official-python NAME=PY) values as {NAME: absolute path}."""
+    return {name: os.path.abspath(root) for name, root in (s.split("=", 1) for s in specs or ())}
+
+
+def official_problem(spec: str, args) -> str | None:
+    """What is wrong with one --official NAME=DIR, or None."""
+    name, sep, root = spec.partition("=")
+    if not sep or not root:
+        return f"allowed: NAME=DIR, NAME one of {', '.join(OFFICIAL)}"
+    if name not in OFFICIAL:
+        return f"{name}: no bench times its published code; allowed: {', '.join(OFFICIAL)}"
+    _, code, size, checker = OFFICIAL[name]
+    if args.size != size:
+        return f"the published code runs at --size {size} only"
+    if args.only and name not in args.only:
+        return f"--only leaves out {name}"
+    import importlib
+    sys.path.insert(0, str(BENCH_DIR))
+    problem = importlib.import_module(checker).checkout_problem(root)  # stdlib only: the CLI stays light
+    return f"{problem}; allowed: a clone of {code}" if problem else None
+
+
 # ---------------------------------------------------------------- running
 
-def run_benches(names: list[str], size: str, threads: int) -> dict:
-    """Run ``names`` in child processes; the run as saved by ``--json``."""
+def run_benches(names: list[str], size: str, threads: int, official: dict[str, str] | None = None,
+                official_python: dict[str, str] | None = None) -> dict:
+    """Run ``names`` in child processes; the run as saved by ``--json``.
+    ``official``: {bench: a clone of its published code} to time beside ours;
+    ``official_python``: {bench: the Python of that code's environment}."""
+    official = {n: (root, (official_python or {}).get(n)) for n, root in (official or {}).items()}
     results: dict[str, dict] = {}
     machine: dict = {}
     started = datetime.now(timezone.utc).astimezone()
     for group in _groups(names):
         todo = group
         while todo:
-            code, tail = _run_child(todo, size, threads, results, machine)
+            code, tail = _run_child(todo, size, threads, results, machine, official)
             todo = [n for n in todo if n not in results]
             if todo:  # the child died (or exited early) while running todo[0]
                 why = f"the bench process ended (exit {code}) while running it: {tail}"
@@ -142,6 +200,7 @@ def run_benches(names: list[str], size: str, threads: int) -> dict:
             rows.extend(res["rows"])
     return {"format": FORMAT, "date": started.isoformat(timespec="seconds"), "size": size,
             "threads": threads, "machine": machine, "benches": names, "failed": failed,
+            "official": {n: root for n, (root, _) in official.items()},
             "seconds": {n: results[n].get("seconds") for n in names}, "rows": rows}
 
 
@@ -156,12 +215,12 @@ def _groups(names: list[str]) -> list[list[str]]:
     return groups
 
 
-def _run_child(names, size, threads, results, machine) -> tuple[int, str]:
+def _run_child(names, size, threads, results, machine, official) -> tuple[int, str]:
     """One child for ``names``; fills ``results``/``machine`` from its lines.
     (exit status, last line of its stderr)."""
     cmd = [sys.executable, str(BENCH_DIR / "suite.py"), "--child", size, str(threads), *names]
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=_child_env(threads),
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=_child_env(threads, official),
                                 cwd=BENCH_DIR.parent)
         try:
             for line in proc.stdout:
@@ -185,9 +244,17 @@ def _run_child(names, size, threads, results, machine) -> tuple[int, str]:
     return code, lines[-1] if lines else "(no error output)"
 
 
-def _child_env(threads: int) -> dict:
+def _child_env(threads: int, official: dict[str, tuple[str, str | None]]) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                HF_HUB_OFFLINE="1", LIVELAYERS_OFFLINE="1")
+    for name, (variable, *_) in OFFICIAL.items():
+        for var in (variable, variable + "_PYTHON"):
+            env.pop(var, None)  # only what this run's --official says
+        if name in official:
+            root, python = official[name]
+            env[variable] = root
+            if python:
+                env[variable + "_PYTHON"] = python
     env.setdefault("QT_QPA_PLATFORM", "offscreen")  # bench_panel builds widgets, never shows them
     top = _import_root()
     if top:

@@ -111,6 +111,25 @@ def test_two_benches_json_table_and_compare(tmp_path):
     (["--compare", "missing.json"],
      "--compare missing.json: no such file; allowed: a file written by bench --json"),
     (["--against", "x.json"], "--against NEW.json needs --compare OLD.json"),
+    (["--official", "text2live"], "--official text2live: allowed: NAME=DIR, NAME one of text2live, atlas"),
+    (["--official", "io=x"], "--official io=x: io: no bench times its published code; "
+                             "allowed: text2live, atlas"),
+    (["--size", "reference", "--official", "atlas=."],
+     "--official atlas=.: not a layered-neural-atlases clone (missing train.py, config/config.json, "
+     "implicit_neural_networks.py, loss_utils.py, unwrap_utils.py, evaluate.py); "
+     "allowed: a clone of github.com/ykasten/layered-neural-atlases"),
+    (["--official-python", "atlas=/bin/sh"],
+     "--official-python atlas=/bin/sh: allowed: NAME=PY for a NAME given to --official"),
+    (["--official", "text2live=clone"], "--official text2live=clone: the published code runs at "
+                                        "--size reference only"),
+    (["--size", "reference", "--only", "io", "--official", "text2live=clone"],
+     "--official text2live=clone: --only leaves out text2live"),
+    (["--size", "reference", "--official", "text2live=missing"],
+     "--official text2live=missing: no such folder; allowed: a clone of github.com/omerbt/Text2LIVE"),
+    (["--size", "reference", "--official", "text2live=."],
+     "--official text2live=.: not a Text2LIVE clone (missing train_image.py, configs/image_config.yaml, "
+     "models/clip_extractor.py, models/clip_relevancy.py, util/losses.py, CLIP/clip/clip.py); "
+     "allowed: a clone of github.com/omerbt/Text2LIVE"),
 ])
 def test_bad_arguments_are_refused_before_any_work(tmp_path, args, says):
     t0 = time.perf_counter()
@@ -151,7 +170,8 @@ def test_a_failing_bench_is_reported_in_its_row_and_the_others_still_run(tmp_pat
         (folder / name).write_text(text)
     suite = load_suite(folder / "suite.py")
     args = argparse.Namespace(size="quick", only=["io", "clip", "panel", "text2live", "atlas"],
-                              threads=1, json=str(tmp_path / "run.json"), compare=None, against=None)
+                              threads=1, json=str(tmp_path / "run.json"), compare=None, against=None,
+                              official=None, official_python=None)
     assert suite.cmd_bench(args) == 1
     captured = capsys.readouterr()
     data = json.loads((tmp_path / "run.json").read_text())
@@ -166,6 +186,60 @@ def test_a_failing_bench_is_reported_in_its_row_and_the_others_still_run(tmp_pat
     failed_lines = [ln for ln in table_rows(captured.out) if "(failed)" in ln]
     assert len(failed_lines) == 3 and "the EXR writer broke" in failed_lines[0]
     assert "3 bench(es) failed: io, panel, text2live" in captured.err
+
+
+OFFICIAL_FAKE = {
+    "_timing.py": FAKE["_timing.py"],
+    "official_text2live.py": (ROOT / "bench" / "official_text2live.py").read_text(),
+    "_official.py": (ROOT / "bench" / "_official.py").read_text(),
+    "bench_text2live.py": ("import os\nfrom _timing import row\n"
+                           "def rows(size):\n    return [row('text2live', 'step', 's', 1.0, 2.0, "
+                           "os.environ.get('LIVELAYERS_OFFICIAL_TEXT2LIVE', 'none') + ' ' + "
+                           "os.environ.get('LIVELAYERS_OFFICIAL_TEXT2LIVE_PYTHON', 'none'))]\n"),
+    "bench_io.py": ("import os\nfrom _timing import row\n"
+                    "def rows(size):\n    return [row('io', 'x', 's', 1.0, None, "
+                    "os.environ.get('LIVELAYERS_OFFICIAL_TEXT2LIVE', 'none'))]\n"),
+}
+
+
+@pytest.mark.timeout(300)
+def test_official_clone_reaches_the_text2live_bench_only_when_asked(tmp_path, monkeypatch):
+    """--official text2live=DIR: DIR (absolute) reaches the child's bench through
+    its environment variable and the run records it; a variable left in the
+    caller's environment does not leak into a run that did not ask for it."""
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    (folder / "suite.py").write_text(SUITE.read_text())
+    for name, text in OFFICIAL_FAKE.items():
+        (folder / name).write_text(text)
+    clone = tmp_path / "Text2LIVE"
+    suite = load_suite(folder / "suite.py")
+    sys.path.insert(0, str(folder))
+    try:
+        from official_text2live import NEEDED
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("official_text2live", None)
+    for rel in NEEDED:  # the files a clone has (their content is not read by the check)
+        (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+        (clone / rel).write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LIVELAYERS_OFFICIAL_TEXT2LIVE", "/stale/from/the/shell")
+    monkeypatch.setenv("LIVELAYERS_OFFICIAL_TEXT2LIVE_PYTHON", "/stale/python")
+    base = dict(only=["io", "text2live"], threads=1, compare=None, against=None)
+    args = argparse.Namespace(size="reference", json="with.json", official=["text2live=Text2LIVE"],
+                              official_python=[f"text2live={sys.executable}"], **base)
+    assert suite.check_args(args) is None
+    assert suite.cmd_bench(args) == 0
+    data = json.loads((tmp_path / "with.json").read_text())
+    assert data["official"] == {"text2live": str(clone)}
+    notes = {r["bench"]: r["note"] for r in data["rows"]}
+    assert notes == {"io": str(clone), "text2live": f"{clone} {os.path.abspath(sys.executable)}"}
+    args = argparse.Namespace(size="reference", json="without.json", official=None, official_python=None,
+                              **base)
+    assert suite.cmd_bench(args) == 0
+    data = json.loads((tmp_path / "without.json").read_text())
+    assert data["official"] == {} and {r["note"] for r in data["rows"]} == {"none", "none none"}
 
 
 def test_rows_helper_and_groups():

@@ -72,6 +72,16 @@ RUN_ELSEWHERE = {
 NOT_RUN = {
     ("docs/farm.md", "pip install deadline"): "needs the network (the Deadline Cloud client)",
     ("docs/farm.md", "deadline bundle submit"): "needs a render farm account (AWS Deadline Cloud)",
+    # the published code is cloned from the network and never shipped; the bench's
+    # refusals and its plumbing are tested in tests/test_bench_runner.py and
+    # tests/test_official_harnesses.py
+    ("docs/performance.md", "git clone https://github.com/"): "needs the network (the published code)",
+    ("docs/performance.md", "python -m venv ../nla-env"): "needs the network (NLA's own environment)",
+    ("docs/performance.md", "../nla-env/bin/pip install"): "needs the network (NLA's own environment)",
+    ("docs/performance.md", "python -m livelayers bench --size reference --only text2live atlas --official"):
+        "needs the network (the clones above)",
+    ("docs/text2live.md", "python bench/bench_text2live.py --settings reference --steps 2 --threads 1 --official"):
+        "needs the network (a clone of the published code, docs/performance.md)",
 }
 # README's first block is what CI runs (.ci/run: the install and the test
 # command); its demo command is also run here (install aside).

@@ -1,0 +1,33 @@
+"""Helpers shared by the harnesses that time the published code from a clone
+the user made (bench/official_*.py; the clones are never shipped). Standard
+library only: ``python -m livelayers bench`` checks a clone before any work."""
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import datetime, timezone
+
+
+def missing_files(root: str, needed: tuple[str, ...], what: str) -> str | None:
+    """Why ``root`` is not a clone of ``what`` (judged by ``needed`` files), or None."""
+    if not os.path.isdir(root):
+        return "no such folder"
+    missing = [p for p in needed if not os.path.isfile(os.path.join(root, p))]
+    if missing:
+        return f"not a {what} clone (missing {', '.join(missing)})"
+    return None
+
+
+def commit_of(root: str) -> str:
+    """The clone's HEAD commit, or "unknown" (not a git clone)."""
+    try:
+        out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True, timeout=30)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def now() -> str:
+    """The local date and time of a measurement, to the minute."""
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="minutes")
