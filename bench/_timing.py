@@ -1,6 +1,9 @@
 """Timing helper shared by the bench scripts (run as ``python bench/<name>.py``)."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -16,6 +19,13 @@ def best_of(fn: Callable[[], object], repeat: int, warmup: bool = True) -> float
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def run_json(args: list[str]) -> dict:
+    """Run ``python ARGS`` (a bench script in its own process, so that its peak
+    memory is its own) and return the JSON object on the last line it prints."""
+    out = subprocess.run([sys.executable, *args], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def row(bench: str, case: str, unit: str, ours: float, reference: float | None = None,

@@ -27,10 +27,7 @@ points: the reference design's calibration against the code it stands for.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import time
 
 import torch
@@ -47,7 +44,7 @@ from livelayers.engine.atlas.flow import clip_flows
 from livelayers.engine.atlas.render import Edit, render_maps
 from livelayers.toyworld.clips import make_toy_clip
 
-from _timing import check_size, row  # bench/_timing.py
+from _timing import check_size, row, run_json  # bench/_timing.py
 
 TARGETS = (25.0, 30.0)
 # ``python -m livelayers bench --official atlas=DIR`` hands DIR (and the Python
@@ -106,12 +103,9 @@ def time_to_psnr(encoding: str, clip, cap_s: float, eval_every: int, max_steps: 
 def official_step(root: str, python: str | None, steps: int) -> dict:
     """bench/official_nla.py's JSON: the published code's step on this bench's clip."""
     here = os.path.dirname(os.path.abspath(__file__))
-    cmd = [sys.executable, os.path.join(here, "official_nla.py"), "--root", root, "--steps", str(steps),
-           "--threads", str(torch.get_num_threads()), "--batch", str(NLA_BATCH)]
-    if python:
-        cmd += ["--python", python]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    args = [os.path.join(here, "official_nla.py"), "--root", root, "--steps", str(steps),
+            "--threads", str(torch.get_num_threads()), "--batch", str(NLA_BATCH)]
+    return run_json(args + (["--python", python] if python else []))
 
 
 def official_rows(clip, root: str, python: str | None, steps: int = 3) -> list[dict]:

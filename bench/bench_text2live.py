@@ -32,14 +32,13 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import best_of, check_size, row  # noqa: E402  bench/_timing.py
+from _timing import best_of, check_size, row, run_json  # noqa: E402  bench/_timing.py
 
 
 def build(settings_name: str):
@@ -219,12 +218,7 @@ def measure(settings_name: str, steps: int, threads: int, official: str | None =
     if official:
         harness = [os.path.join(HERE, "official_text2live.py"), "--root", official]
         cmds += [harness, [*harness, "--generator-only"]]
-    rows = []
-    for cmd in cmds:
-        full = [sys.executable, *cmd, "--steps", str(steps), "--threads", str(threads)]
-        out = subprocess.run(full, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-    return rows
+    return [run_json([*cmd, "--steps", str(steps), "--threads", str(threads)]) for cmd in cmds]
 
 
 SETTINGS_TEXT = {"toy": "toy CLIP 64 px, 128 px image, 4x32 generator, 16 views",

@@ -45,7 +45,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +53,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import check_size, row  # noqa: E402  bench/_timing.py
+from _timing import check_size, row, run_json  # noqa: E402  bench/_timing.py
 
 CONFIGS = {
     "paper": dict(n_frames=5, height=432, width=768, views=6, clip="ViT-B-32", scales=7, channels=128,
@@ -200,11 +199,9 @@ def measure(config: str, steps: int, threads: int,
         decompose_s = time.perf_counter() - t0
         rows = []
         for design in ("ours", "reference"):
-            cmd = [sys.executable, os.path.abspath(__file__), "--steps", str(steps), "--threads",
-                   str(threads), "--design", design, "--atlas", str(atlas_path)]
-            cmd += ["--quick"] if config == "quick" else []
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+            args = [os.path.abspath(__file__), "--steps", str(steps), "--threads", str(threads),
+                    "--design", design, "--atlas", str(atlas_path)]
+            rows.append(run_json(args + (["--quick"] if config == "quick" else [])))
     return rows, decompose_s
 
 
