@@ -1,6 +1,6 @@
 """Helpers shared by the harnesses that time the published code from a clone
 the user made (bench/official_*.py; the clones are never shipped). Standard
-library only: ``python -m livelayers bench`` checks a clone before any work."""
+library only at import: ``python -m livelayers bench`` checks a clone before any work."""
 from __future__ import annotations
 
 import os
@@ -31,3 +31,16 @@ def commit_of(root: str) -> str:
 def now() -> str:
     """The local date and time of a measurement, to the minute."""
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="minutes")
+
+
+def random_clip_file(folder: str, shape: tuple, name: str) -> str:
+    """A state dict of a randomly initialised CLIP of ``shape`` (the clone's own
+    ``CLIP`` class arguments), saved as ``folder/random-<name>.pt`` where the
+    clone's ``clip.load`` can read it as a file (hubs may be unreachable)."""
+    import torch
+    from CLIP.clip import model as clip_model  # the clone's vendored CLIP, on sys.path
+
+    torch.manual_seed(0)
+    path = os.path.join(folder, f"random-{name}.pt")
+    torch.save(clip_model.CLIP(*shape).state_dict(), path)
+    return path

@@ -40,7 +40,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _official import commit_of, missing_files, now  # noqa: E402  bench/_official.py
+from _official import commit_of, missing_files, now, random_clip_file  # noqa: E402  bench/_official.py
 
 NEEDED = ("train_image.py", "configs/image_config.yaml", "models/clip_extractor.py",
           "models/clip_relevancy.py", "util/losses.py", "CLIP/clip/clip.py")
@@ -70,18 +70,6 @@ def compat_shims() -> None:
         sys.modules["pkg_resources"] = types.SimpleNamespace(packaging=packaging)
     if not hasattr(F, "_pad"):
         F._pad = F.pad
-
-
-def random_clip_file(folder: str) -> str:
-    """A state dict of a randomly initialised ViT-B/32, from the clone's own
-    ``CLIP`` class, saved where its ``clip.load`` can read it as a file."""
-    import torch
-    from CLIP.clip import model as clip_model
-
-    torch.manual_seed(0)
-    path = os.path.join(folder, "random-ViT-B-32.pt")
-    torch.save(clip_model.CLIP(*VIT_B_32).state_dict(), path)
-    return path
 
 
 def route_clip_loads(state_path: str) -> None:
@@ -178,7 +166,7 @@ def measure(root: str, steps: int, size: int, generator_only: bool = False) -> d
     compat_shims()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory(prefix="ll-official-t2l-") as tmp:
-        route_clip_loads(random_clip_file(tmp))
+        route_clip_loads(random_clip_file(tmp, VIT_B_32, "ViT-B-32"))
         cfg = official_config(root, test_image(tmp, size), size, device, generator_only)
         setup, times = time_steps(cfg, steps)
     timed = times[1:] if steps >= 1 else times

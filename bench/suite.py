@@ -17,7 +17,8 @@ its row and the command exits 1 after the others ran; a child that dies
 takes only the bench it was running with it (a new child runs the rest).
 
 ``--official NAME=DIR`` also times the published code itself from a clone the
-user made (never shipped; bench/official_text2live.py, bench/official_nla.py),
+user made (never shipped; bench/official_text2live.py, bench/official_nla.py,
+bench/official_blended_diffusion.py),
 beside ours, in the same run: the child finds DIR (and ``--official-python``,
 the Python of that code's environment) in the environment variables of
 ``OFFICIAL``.
@@ -56,7 +57,9 @@ EXIT_BAD_ARGS, EXIT_STOPPED = 2, 130
 OFFICIAL = {"text2live": ("LIVELAYERS_OFFICIAL_TEXT2LIVE", "github.com/omerbt/Text2LIVE", "reference",
                           "official_text2live"),
             "atlas": ("LIVELAYERS_OFFICIAL_ATLAS", "github.com/ykasten/layered-neural-atlases", "reference",
-                      "official_nla")}
+                      "official_nla"),
+            "diffusion": ("LIVELAYERS_OFFICIAL_DIFFUSION", "github.com/omriav/blended-diffusion", "reference",
+                          "official_blended_diffusion")}
 
 
 # ---------------------------------------------------------------- the command

@@ -111,9 +111,10 @@ def test_two_benches_json_table_and_compare(tmp_path):
     (["--compare", "missing.json"],
      "--compare missing.json: no such file; allowed: a file written by bench --json"),
     (["--against", "x.json"], "--against NEW.json needs --compare OLD.json"),
-    (["--official", "text2live"], "--official text2live: allowed: NAME=DIR, NAME one of text2live, atlas"),
+    (["--official", "text2live"], "--official text2live: allowed: NAME=DIR, NAME one of text2live, atlas, "
+                                  "diffusion"),
     (["--official", "io=x"], "--official io=x: io: no bench times its published code; "
-                             "allowed: text2live, atlas"),
+                             "allowed: text2live, atlas, diffusion"),
     (["--size", "reference", "--official", "atlas=."],
      "--official atlas=.: not a layered-neural-atlases clone (missing train.py, config/config.json, "
      "implicit_neural_networks.py, loss_utils.py, unwrap_utils.py, evaluate.py); "
@@ -130,6 +131,16 @@ def test_two_benches_json_table_and_compare(tmp_path):
      "--official text2live=.: not a Text2LIVE clone (missing train_image.py, configs/image_config.yaml, "
      "models/clip_extractor.py, models/clip_relevancy.py, util/losses.py, CLIP/clip/clip.py); "
      "allowed: a clone of github.com/omerbt/Text2LIVE"),
+    (["--official", "diffusion=clone"], "--official diffusion=clone: the published code runs at "
+                                        "--size reference only"),
+    (["--size", "reference", "--only", "atlas", "--official", "diffusion=clone"],
+     "--official diffusion=clone: --only leaves out diffusion"),
+    (["--size", "reference", "--official", "diffusion=."],
+     "--official diffusion=.: not a blended-diffusion clone (missing main.py, optimization/image_editor.py, "
+     "optimization/arguments.py, optimization/augmentations.py, optimization/losses.py, "
+     "guided_diffusion/guided_diffusion/script_util.py, guided_diffusion/guided_diffusion/gaussian_diffusion.py, "
+     "guided_diffusion/guided_diffusion/unet.py, CLIP/clip/clip.py, CLIP/clip/model.py); "
+     "allowed: a clone of github.com/omriav/blended-diffusion"),
 ])
 def test_bad_arguments_are_refused_before_any_work(tmp_path, args, says):
     t0 = time.perf_counter()
@@ -202,27 +213,35 @@ OFFICIAL_FAKE = {
 }
 
 
+def fake_bench_with_clone(tmp_path, fakes: dict, harness: str, clone_name: str):
+    """A bench folder of ``fakes`` (file name -> text) beside the real suite, and a
+    fake clone holding the files ``harness``'s NEEDED lists (empty: the check reads
+    names only). Returns (the loaded suite, the clone's path)."""
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    (folder / "suite.py").write_text(SUITE.read_text())
+    for name, text in fakes.items():
+        (folder / name).write_text(text)
+    clone = tmp_path / clone_name
+    suite = load_suite(folder / "suite.py")
+    sys.path.insert(0, str(folder))
+    try:
+        needed = importlib.import_module(harness).NEEDED
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop(harness, None)
+    for rel in needed:
+        (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+        (clone / rel).write_text("")
+    return suite, clone
+
+
 @pytest.mark.timeout(300)
 def test_official_clone_reaches_the_text2live_bench_only_when_asked(tmp_path, monkeypatch):
     """--official text2live=DIR: DIR (absolute) reaches the child's bench through
     its environment variable and the run records it; a variable left in the
     caller's environment does not leak into a run that did not ask for it."""
-    folder = tmp_path / "bench"
-    folder.mkdir()
-    (folder / "suite.py").write_text(SUITE.read_text())
-    for name, text in OFFICIAL_FAKE.items():
-        (folder / name).write_text(text)
-    clone = tmp_path / "Text2LIVE"
-    suite = load_suite(folder / "suite.py")
-    sys.path.insert(0, str(folder))
-    try:
-        from official_text2live import NEEDED
-    finally:
-        sys.path.remove(str(folder))
-        sys.modules.pop("official_text2live", None)
-    for rel in NEEDED:  # the files a clone has (their content is not read by the check)
-        (clone / rel).parent.mkdir(parents=True, exist_ok=True)
-        (clone / rel).write_text("")
+    suite, clone = fake_bench_with_clone(tmp_path, OFFICIAL_FAKE, "official_text2live", "Text2LIVE")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LIVELAYERS_OFFICIAL_TEXT2LIVE", "/stale/from/the/shell")
     monkeypatch.setenv("LIVELAYERS_OFFICIAL_TEXT2LIVE_PYTHON", "/stale/python")
@@ -240,6 +259,42 @@ def test_official_clone_reaches_the_text2live_bench_only_when_asked(tmp_path, mo
     assert suite.cmd_bench(args) == 0
     data = json.loads((tmp_path / "without.json").read_text())
     assert data["official"] == {} and {r["note"] for r in data["rows"]} == {"none", "none none"}
+
+
+DIFFUSION_FAKE = {
+    "_timing.py": FAKE["_timing.py"],
+    "official_blended_diffusion.py": (ROOT / "bench" / "official_blended_diffusion.py").read_text(),
+    "_official.py": (ROOT / "bench" / "_official.py").read_text(),
+    "bench_diffusion.py": ("import os\nfrom _timing import row\n"
+                           "def rows(size):\n    return [row('diffusion', 'step', 's', 1.0, 2.0, "
+                           "os.environ.get('LIVELAYERS_OFFICIAL_DIFFUSION', 'none') + ' ' + "
+                           "os.environ.get('LIVELAYERS_OFFICIAL_DIFFUSION_PYTHON', 'none'))]\n"),
+}
+
+
+@pytest.mark.timeout(300)
+def test_official_clone_reaches_the_diffusion_bench_with_its_python(tmp_path, monkeypatch):
+    """--official diffusion=DIR --official-python diffusion=PY: both (absolute)
+    reach the diffusion bench through LIVELAYERS_OFFICIAL_DIFFUSION(_PYTHON);
+    stale values in the caller's environment do not."""
+    suite, clone = fake_bench_with_clone(tmp_path, DIFFUSION_FAKE, "official_blended_diffusion",
+                                         "blended-diffusion")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LIVELAYERS_OFFICIAL_DIFFUSION", "/stale/from/the/shell")
+    monkeypatch.setenv("LIVELAYERS_OFFICIAL_DIFFUSION_PYTHON", "/stale/python")
+    base = dict(only=["diffusion"], threads=1, compare=None, against=None)
+    args = argparse.Namespace(size="reference", json="with.json", official=["diffusion=blended-diffusion"],
+                              official_python=[f"diffusion={sys.executable}"], **base)
+    assert suite.check_args(args) is None
+    assert suite.cmd_bench(args) == 0
+    data = json.loads((tmp_path / "with.json").read_text())
+    assert data["official"] == {"diffusion": str(clone)}
+    assert [r["note"] for r in data["rows"]] == [f"{clone} {os.path.abspath(sys.executable)}"]
+    args = argparse.Namespace(size="reference", json="without.json", official=None, official_python=None,
+                              **base)
+    assert suite.cmd_bench(args) == 0
+    data = json.loads((tmp_path / "without.json").read_text())
+    assert data["official"] == {} and [r["note"] for r in data["rows"]] == ["none none"]
 
 
 def test_rows_helper_and_groups():

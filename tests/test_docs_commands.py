@@ -82,6 +82,12 @@ NOT_RUN = {
         "needs the network (the clones above)",
     ("docs/text2live.md", "python bench/bench_text2live.py --settings reference --steps 2 --threads 1 --official"):
         "needs the network (a clone of the published code, docs/performance.md)",
+    ("docs/performance.md", "python -m venv ../bd-env"): "needs the network (Blended Diffusion's environment)",
+    ("docs/performance.md", "../bd-env/bin/pip install"): "needs the network (Blended Diffusion's environment)",
+    ("docs/performance.md", "python -m livelayers bench --size reference --only diffusion --official"):
+        "needs the network (the clone above)",
+    ("docs/diffusion.md", "python bench/bench_diffusion.py --only official --official"):
+        "needs the network (a clone of the published code, docs/performance.md)",
 }
 # README's first block is what CI runs (.ci/run: the install and the test
 # command); its demo command is also run here (install aside).
@@ -89,11 +95,12 @@ CI_BLOCK = ("README.md", 5)
 # Commands run here but shortened: the documented command, with these
 # arguments appended (argparse and --set: the last value wins), because the
 # full run trains for long (the region network: an hour; the example's
-# exhaustive region search: minutes). Only sizes, steps and output change;
+# exhaustive region search: minutes; sampling 64 toy scenes: minutes). Only sizes, steps and output change;
 # tests/test_comfyui.py runs the example graph too (at its quick sizes).
 SHORTENED = {
     "nice -n 10 python -m livelayers.toyworld.train_regions":
         ["--images", "3", "--steps", "2", "--eval-images", "0", "--out", "out/toy_regions"],
+    "python -m livelayers.toyworld.ddpm_quality": ["--samples", "8", "--steps", "10"],
     "python -m livelayers run examples/learnable_regions.json":
         ["--set", "5.anchors=1", "--set", "5.boxes_per_anchor=2", "--set", "5.steps=2",
          "--set", "5.diffusion_steps=6", "--set", "5.samples=1"],

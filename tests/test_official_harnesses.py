@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -66,6 +67,7 @@ def test_nla_config_keeps_the_published_sizes_and_changes_only_the_inputs(tmp_pa
 @pytest.mark.parametrize("script, says", [
     ("official_nla.py", "not a layered-neural-atlases clone (missing train.py"),
     ("official_text2live.py", "not a Text2LIVE clone (missing train_image.py"),
+    ("official_blended_diffusion.py", "not a blended-diffusion clone (missing main.py"),
 ])
 def test_a_folder_that_is_not_the_clone_is_refused_before_any_work(tmp_path, script, says):
     import subprocess
@@ -97,6 +99,9 @@ def test_text2live_shims_give_back_only_what_is_missing(bench_module, monkeypatc
      "--official .: not a Text2LIVE clone (missing train_image.py"),
     (["bench_atlas.py", "--only", "official"], "--only official needs --official DIR"),
     (["bench_atlas.py", "--official", "."], "--official .: not a layered-neural-atlases clone"),
+    (["bench_diffusion.py", "--only", "official"], "--only official needs --official DIR"),
+    (["bench_diffusion.py", "--official-python", sys.executable], "--official-python needs --official DIR"),
+    (["bench_diffusion.py", "--official", "."], "--official .: not a blended-diffusion clone (missing main.py"),
 ])
 def test_the_benches_refuse_an_official_run_they_cannot_do(tmp_path, args, says):
     import subprocess
@@ -104,3 +109,199 @@ def test_the_benches_refuse_an_official_run_they_cannot_do(tmp_path, args, says)
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stdout == "", res.stdout
     assert says in res.stderr, res.stderr
+
+
+# ---------------------------------------------------------------- Blended Diffusion
+
+@pytest.mark.parametrize("extra, says", [
+    (["--channels", "48"], "--channels: allowed: a multiple of 32 (its group norms have 32 groups)"),
+    (["--channels", "0"], "--channels: allowed: 32 or more"),
+    (["--steps", "0"], "--steps: allowed: 1 or more"),
+    (["--image", "a.png"], "--image and --mask: allowed: both or neither"),
+])
+def test_blended_diffusion_harness_refuses_bad_settings_before_any_work(tmp_path, bench_module, extra, says):
+    """A folder with the files a clone has passes the clone check; the settings
+    are then refused before the official code (absent here) is imported."""
+    bd = bench_module("official_blended_diffusion")
+    for rel in bd.NEEDED:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    assert bd.checkout_problem(str(tmp_path)) is None
+    import subprocess
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "official_blended_diffusion.py"),
+                          "--root", str(tmp_path), *extra], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip() == f"official_blended_diffusion: {says}"
+
+
+def test_blended_diffusion_shims_give_back_only_what_is_missing(bench_module, monkeypatch):
+    """numpy 2 without numpy.core.shape_base gets ``block`` back; lpips builds a
+    random VGG (pnet_rand) whatever the caller asks, once wrapped."""
+    import types
+
+    import numpy as np
+    bd = bench_module("official_blended_diffusion")
+    saved = {k: sys.modules.pop(k, None) for k in ("numpy.core.shape_base", "pkg_resources")}
+    real_import = __import__("importlib").import_module
+
+    def no_shape_base(name, *a):
+        if name == "numpy.core.shape_base":
+            raise ImportError(name)
+        return real_import(name, *a)
+    monkeypatch.setattr("importlib.import_module", no_shape_base)
+    try:
+        bd.compat_shims()
+        assert sys.modules["numpy.core.shape_base"].block is np.block
+        import pkg_resources  # the real one when setuptools ships it, else the shim
+        assert pkg_resources.packaging.version.parse("0.1") < pkg_resources.packaging.version.parse("1.0")
+    finally:  # leave sys.modules as it was for the other tests (a shim there breaks pytest's own imports)
+        for name, module in saved.items():
+            sys.modules.pop(name, None)
+            if module is not None:
+                sys.modules[name] = module
+
+    calls = []
+    fake = types.SimpleNamespace(LPIPS=lambda *a, **k: calls.append(k) or "model")
+    monkeypatch.setitem(sys.modules, "lpips", fake)
+    bd.random_lpips()
+    bd.random_lpips()  # wrapped once, not twice
+    assert fake.LPIPS(net="vgg") == "model" and calls == [{"net": "vgg", "pnet_rand": True}]
+    fake.LPIPS(net="vgg", pnet_rand=False)
+    assert calls[-1]["pnet_rand"] is True
+
+
+def test_blended_diffusion_clip_load_reads_the_random_state_whatever_the_name(bench_module, monkeypatch):
+    import types
+    bd = bench_module("official_blended_diffusion")
+    seen = []
+    clip = types.SimpleNamespace(load=lambda name, *a, **k: seen.append((name, a, k)) or ("model", None))
+    package = types.ModuleType("CLIP")
+    package.clip = clip
+    monkeypatch.setitem(sys.modules, "CLIP", package)
+    monkeypatch.setitem(sys.modules, "CLIP.clip", clip)
+    bd.route_clip_load("/tmp/random-ViT-B-16.pt")
+    assert clip.load("ViT-B/16", device="cpu", jit=False) == ("model", None)
+    assert seen == [("/tmp/random-ViT-B-16.pt", (), {"device": "cpu", "jit": False})]
+
+
+def test_blended_diffusion_scaled_model_is_saved_where_the_editor_loads_it(tmp_path, bench_module,
+                                                                          monkeypatch):
+    """The editor's config reaches the clone's create_model_and_diffusion with
+    only the width changed; the random UNet it builds is the checkpoint the
+    editor then loads (checkpoints/256x256_diffusion_uncond.pt, relative path);
+    with fp16 off its convert_to_fp16 does nothing."""
+    import types
+
+    import torch
+    bd = bench_module("official_blended_diffusion")
+    got = []
+
+    def create_model_and_diffusion(**config):
+        got.append(config)
+        net = torch.nn.Conv2d(3, config["num_channels"], 1)
+        net.convert_to_fp16 = lambda: net.half()
+        return net, "diffusion"
+    editor = types.SimpleNamespace(create_model_and_diffusion=create_model_and_diffusion)
+    used = {}
+    bd.scale_model(editor, 64, 1, False, used)
+    monkeypatch.chdir(tmp_path)
+    config = {"image_size": 256, "num_channels": 256, "num_res_blocks": 2, "use_fp16": True,
+              "attention_resolutions": "32, 16, 8"}
+    model, diffusion = editor.create_model_and_diffusion(**config)
+    assert got == [used] and used == {**config, "num_channels": 64, "num_res_blocks": 1, "use_fp16": False}
+    state = torch.load(tmp_path / "checkpoints" / "256x256_diffusion_uncond.pt", weights_only=True)
+    assert set(state) == {"weight", "bias"} and torch.equal(state["weight"], model.weight)
+    model.convert_to_fp16()
+    assert model.weight.dtype == torch.float32 and diffusion == "diffusion"
+    editor = types.SimpleNamespace(create_model_and_diffusion=create_model_and_diffusion)
+    bd.scale_model(editor, 64, 1, True, {})   # fp16 as the editor sets it: converted
+    half, _ = editor.create_model_and_diffusion(**config)
+    half.convert_to_fp16()
+    assert half.weight.dtype == torch.float16
+
+
+def test_blended_diffusion_steps_are_timed_without_the_editors_work_between_them(bench_module):
+    """The official loop's steps take 0.05 s, the editor's own work on each
+    sample (figures, metrics) 0.3 s: the step times are the 0.05 s, and the
+    loop is stopped after the warm-up + the timed steps."""
+    import types
+    bd = bench_module("official_blended_diffusion")
+    made = []
+
+    def p_sample_loop_progressive(*args, **kwargs):
+        for j in range(75):
+            time.sleep(0.05)
+            made.append(j)
+            yield {"sample": j}
+
+    def edit_image_by_prompt():
+        for _ in editor.diffusion.p_sample_loop_progressive("model", (4, 3, 256, 256)):
+            time.sleep(0.3)
+    editor = types.SimpleNamespace(diffusion=types.SimpleNamespace(
+        p_sample_loop_progressive=p_sample_loop_progressive), edit_image_by_prompt=edit_image_by_prompt)
+    times = bd.time_sampling(editor, steps=2, cuda=False)
+    assert made == [0, 1, 2] and len(times) == 3
+    assert all(0.045 < t < 0.2 for t in times), times
+
+
+def test_blended_diffusion_test_inputs_and_arguments(tmp_path, bench_module, monkeypatch):
+    """The plain test image is 256² RGB with the mask's centre square white;
+    the editor's arguments come from the clone's own parser with this bench's
+    inputs (a stand-in parser here: the clone is not in CI)."""
+    bd = bench_module("official_blended_diffusion")
+    image, mask = bd.test_inputs(str(tmp_path))
+    img, m = np.asarray(Image.open(image)), np.asarray(Image.open(mask))
+    assert img.shape == (256, 256, 3) and tuple(img[128, 128]) == (200, 30, 30)
+    assert m.shape == (256, 256) and m[128, 128] == 255 and m[10, 10] == 0 and (m > 0).mean() == 0.25
+    (tmp_path / "optimization").mkdir()
+    (tmp_path / "optimization" / "arguments.py").write_text(
+        "import argparse, sys\n"
+        "def get_arguments():\n"
+        "    p = argparse.ArgumentParser()\n"
+        "    for a in ('-p', '-i', '--mask', '--output_path', '--batch_size', '--aug_num', '--iterations_num'):\n"
+        "        p.add_argument(a)\n"
+        "    p.add_argument('--skip_timesteps', default=25)\n"
+        "    return p.parse_args()\n")
+    # sys.path by hand: monkeypatch.syspath_prepend trips over a pkg_resources shim
+    # another test may have left in sys.modules
+    sys.path.insert(0, str(tmp_path))
+    monkeypatch.delitem(sys.modules, "optimization", raising=False)
+    monkeypatch.delitem(sys.modules, "optimization.arguments", raising=False)
+    argv = list(sys.argv)
+    try:
+        args = bd.official_args(image, mask, 4, 8)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("optimization", None), sys.modules.pop("optimization.arguments", None)
+    assert sys.argv == argv   # restored
+    assert (args.p, args.i, args.mask, args.batch_size, args.aug_num, args.skip_timesteps) == (
+        bd.PROMPT, image, mask, "4", "8", 25)
+    assert args.output_path == "output" and args.iterations_num == "1"
+
+
+def test_reference_design_makes_the_official_codes_passes(bench_module, toy_clip, one_thread):
+    """Read from the official code: per step two UNet passes on all samples
+    (one without grad) and one CLIP batch of samples x views; ours: one UNet
+    pass (with grad) and the same CLIP batch."""
+    import torch
+
+    from livelayers.engine.models.diffusion import load_diffusion
+    bench = bench_module("bench_diffusion")
+    handle = load_diffusion(str(ROOT / "tests" / "assets" / "toy_ddpm"), device="cpu", offline=True)
+    unet_calls, clip_calls = [], []
+    encode = toy_clip.encode_image
+    hook = handle.unet.register_forward_pre_hook(
+        lambda module, args: unet_calls.append((args[0].shape[0], torch.is_grad_enabled())))
+    toy_clip.encode_image = lambda x, *a: clip_calls.append(x.shape[0]) or encode(x, *a)
+    try:
+        x, m = bench.scene(handle.sample_size)
+        times = bench.reference_step_times(handle, toy_clip, x, m, samples=3, k=1, views=4)
+        assert len(times) == 2
+        assert unet_calls == [(3, False), (3, True)] * 2 and clip_calls == [12, 12]
+        unet_calls.clear(), clip_calls.clear()
+        times = bench.ours_step_times(handle, toy_clip, x, m, samples=3, k=1, views=4)
+        assert len(times) == 2
+        assert unet_calls == [(3, True)] * 2 and clip_calls == [12, 12]
+    finally:
+        hook.remove()
+        toy_clip.encode_image = encode

@@ -17,8 +17,9 @@ steps skipped → 75 run); at every step
 At the end the original background is pasted back (optionally feathered
 inside the mask) and the S samples are ranked by the unaugmented masked CLIP
 similarity. Fixes vs the reference code: noise level t−1 in the blend, one
-UNet pass per step instead of two, views and samples batched, every sample
-seeded (seed + i), the background bit-exact outside the mask.
+UNet pass per step instead of two (views and samples are batched, as the
+official code batches them too), every sample seeded (seed + i), the
+background bit-exact outside the mask.
 """
 from __future__ import annotations
 
