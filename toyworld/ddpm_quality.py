@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import scenes
+from .train_ddpm import training_scene
 
 PROBES = {  # the prompts of toyworld.train_clip.zero_shot_accuracy
     "background": (scenes.BACKGROUNDS, "a shape on {}"),
@@ -54,7 +55,7 @@ def real_scenes(n: int, size: int, seed: int):
     rng = np.random.default_rng(seed)
     imgs, labels = [], []
     for _ in range(n):
-        s = scenes.random_scene(rng, n_objects=int(rng.integers(1, 3)), distinct=False)
+        s = training_scene(rng)
         imgs.append(scenes.render_scene(s, size, supersample=2)[0])
         labels.append({"background": s.background, "shape": {o.shape for o in s.objects}})
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float(), labels

@@ -58,13 +58,18 @@ def build_scheduler():
                          clip_sample=True)
 
 
+def training_scene(rng: np.random.Generator) -> scenes.ToyScene:
+    """One scene of the DDPM's training distribution: 1-2 objects, any colours and
+    shapes (toyworld/ddpm_quality.py compares samples with these)."""
+    return scenes.random_scene(rng, n_objects=int(rng.integers(1, 3)), distinct=False)
+
+
 def render_pool(count: int, seed: int) -> torch.Tensor:
     """``count`` random scenes with 1-2 objects: (count, 3, 32, 32) in [-1, 1]."""
     rng = np.random.default_rng(seed)
     out = np.empty((count, SIZE, SIZE, 3), np.float32)
     for i in range(count):
-        scene = scenes.random_scene(rng, n_objects=int(rng.integers(1, 3)), distinct=False)
-        out[i], _ = scenes.render_scene(scene, SIZE, supersample=2)
+        out[i], _ = scenes.render_scene(training_scene(rng), SIZE, supersample=2)
     return torch.from_numpy(out).permute(0, 3, 1, 2) * 2 - 1
 
 
