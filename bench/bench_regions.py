@@ -1,13 +1,15 @@
 """Learnable Regions on the toy models (CPU): quality, editor runs and seconds per image, per mode.
 
-    nice -n 10 python bench/bench_regions.py [--images 40] [--time-images 3] [--sizes 32 64 128]
+    nice -n 10 python bench/bench_regions.py [--images 120] [--time-images 3] [--sizes 32 64 128]
 
 Table 1, per image size: how often the chosen box covers the named object
 (held-out toy tasks: recolour one object of a 1-2 object scene, prompt
 "a <new colour> <shape>", source prompt "a <old colour> <shape>"; seeds
 101, 202, 303), for exhaustive, amortised r = 1 and 2 (the committed
-toy-regions network), random (one random box per anchor, then the same
-ranking) and a random proposal; with the anchors' rates. Every proposal
+toy-regions network), the fixed middle box (the middle size at every
+anchor, then the same ranking: the no-network baseline at r = 1's editor
+runs), random (one random box per anchor, then the same ranking) and a
+random proposal; with the anchors' rates. Every proposal
 of a task is edited once and the modes are read off the same table (an
 amortised run edits a subset of the exhaustive run's proposals, with the
 same deterministic editor), so the comparison is exact.
@@ -46,7 +48,8 @@ def quality_table(dino, clip, net, sizes, n: int, seeds) -> None:
             per_seed = [evaluate_tables(tables[size, s], net, rank=rank) for s in seeds]
             tight = [evaluate_tables(tables[size, s], net, rank=rank, key="tight") for s in seeds]
             ex = np.mean([r["exhaustive"]["hit"] for r in per_seed])
-            for name in ("exhaustive", "amortised r=1", "amortised r=2", "random", "random proposal"):
+            for name in ("exhaustive", "amortised r=1", "amortised r=2", "fixed middle box", "random",
+                         "random proposal"):
                 hits = [r[name]["hit"] for r in per_seed]
                 runs = np.mean([r[name]["editor_runs"] for r in per_seed])
                 print(f"{size:>6} {name:<18}{np.mean(hits):>8.3f}{' '.join(f'{h:.2f}' for h in hits):>18}"
@@ -183,8 +186,8 @@ def parts_table(dino, clip, model, size: int, repeats: int) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
-    ap.add_argument("--images", type=int, default=40, help="held-out tasks per size and seed (table 1)")
-    ap.add_argument("--time-images", type=int, default=3, help="images timed per size (table 2)")
+    ap.add_argument("--images", type=int, default=120, help="held-out tasks per size and seed (table 1)")
+    ap.add_argument("--time-images", type=int, default=3, help="images timed per size (table 2; 0 = skip)")
     ap.add_argument("--sd-steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
@@ -197,7 +200,8 @@ def main(argv=None) -> None:
     model = load_region_model("toy-regions")
     if not args.skip_quality:
         quality_table(dino, clip, model.network, args.sizes, args.images, EVAL_SEEDS)
-    timing_table(dino, clip, model, args.sizes, args.time_images, args.sd_steps)
+    if args.time_images:
+        timing_table(dino, clip, model, args.sizes, args.time_images, args.sd_steps)
     parts_table(dino, clip, model, 64, args.repeats)
 
 

@@ -20,17 +20,18 @@ import torch
 
 from livelayers.toyworld import train_regions as T
 
-N_64 = 16    # tasks per seed at 64 px (3 seeds)
+N_64 = 40    # tasks per seed at 64 px (3 seeds): the docs' first 40 of each seed
 N_OTHER = 12  # tasks at 32 and 128 px (seed 101)
-# Thresholds below the measurements, with margin (docs/regions.md). The tasks are deterministic;
-# on these 16 x 3 tasks at 64 px amortised r=1 / exhaustive measured 0.91 pooled (per seed 0.88,
-# 1.00, 0.86), r=2 1.04; on the docs' 40 x 3 tasks per size r=1 measured 0.92 / 0.91 / 0.89 at
-# 32 / 64 / 128 px (so the 0.90 goal is met at 32 and 64 px, not quite at 128), r=2 1.02-1.03.
-AMORTISED_SHARE = 0.85   # amortised r=1 / exhaustive, pooled over the 3 seeds at 64 px
-PER_SEED_SHARE = 0.75    # the same, every seed
+# Thresholds below the measurements (docs/regions.md). The tasks and the committed network are
+# fixed, so the measured values are exact for these files: on these 40 x 3 tasks at 64 px
+# amortised r=1 / exhaustive measured 0.953 pooled (per seed 1.00, 0.95, 0.90), r=2 1.047, the
+# fixed middle box 0.828; on the docs' 120 x 3 tasks per size r=1 keeps 0.95 / 0.92 / 0.96 at
+# 32 / 64 / 128 px. AMORTISED_SHARE is the issue's goal itself (90 % of exhaustive).
+AMORTISED_SHARE = 0.90   # amortised r=1 / exhaustive, pooled over the 3 seeds at 64 px
+PER_SEED_SHARE = 0.85    # the same, every seed
 R2_SHARE = 0.95          # amortised r=2 / exhaustive, pooled
-EXHAUSTIVE_OVER_RANDOM = 0.12   # exhaustive - random proposal, every set: smallest measured 0.149
-ANCHOR_ON_OBJECT = 0.75  # top-1 anchor on an object, every set: smallest measured 0.81
+EXHAUSTIVE_OVER_RANDOM = 0.12   # exhaustive - random proposal, every set: smallest measured 0.179
+ANCHOR_ON_OBJECT = 0.75  # top-1 anchor on an object, every set: smallest measured 0.83
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,8 @@ def test_amortised_r1_keeps_exhaustive_quality_with_1_over_m_runs(tables, model)
     a1 = np.array([r["amortised r=1"]["hit"] for r in reports])
     a2 = np.array([r["amortised r=2"]["hit"] for r in reports])
     rnd = np.array([r["random"]["hit"] for r in reports])
-    print(f"64px per seed: exhaustive {ex}, amortised r=1 {a1}, r=2 {a2}, random {rnd}")
+    middle = np.array([r["fixed middle box"]["hit"] for r in reports])
+    print(f"64px per seed: exhaustive {ex}, amortised r=1 {a1}, r=2 {a2}, random {rnd}, middle box {middle}")
     for r in reports:   # editor runs per image: K·M vs K·1 (K = 3 anchors found on every scene)
         assert r["amortised r=1"]["editor_runs"] * len(T.BOX_SIZES) <= r["exhaustive"]["editor_runs"]
         assert r["amortised r=2"]["editor_runs"] == 2 * r["amortised r=1"]["editor_runs"]
@@ -65,6 +67,7 @@ def test_amortised_r1_keeps_exhaustive_quality_with_1_over_m_runs(tables, model)
     assert (a1 >= PER_SEED_SHARE * ex).all()
     assert a2.mean() >= R2_SHARE * ex.mean()
     assert a1.mean() > rnd.mean()        # the same editor runs, chosen at random: worse
+    assert a1.mean() > middle.mean() + 0.05   # and no network (the middle size everywhere): worse
 
 
 @pytest.mark.slow

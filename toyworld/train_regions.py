@@ -21,9 +21,12 @@ runs on a real dataset with a real editor: replace ``toy_task`` and the
 editor. Held-out evaluation (``evaluate``) uses the object masks to measure
 how often the chosen box covers the named object.
 
-Training: cross-entropy between softmax(logits) and softmax(-(L - min L) / tau)
-per anchor (tau 0.05; among boxes of equal loss the target prefers the
-smaller one, like the exhaustive argmin), Adam, batches of anchors.
+Training: cross-entropy between softmax(logits) and
+softmax(-(L - min L + p_j) / tau) per anchor (tau 0.05), p_j a preference
+for smaller boxes rising to ``PREFER_SMALLER`` at the largest: a box that
+holds the object with a wide margin edits the same pixels, so its loss ties
+the snug one's, and the exhaustive argmin takes the first (smallest) of
+equal losses. Adam, batches of anchors.
 """
 from __future__ import annotations
 
@@ -56,7 +59,12 @@ TRAIN_SIZES = (32, 64, 128)           # image sizes of the training scenes (pixe
 TRAIN_WEIGHTS = (0.3, 0.5, 0.2)
 EVAL_SEEDS = (101, 202, 303)          # held-out scene seeds (training uses others)
 TAU = 0.05
-TIE = 1e-3
+# Preference for the smaller of near-equal boxes in the targets (loss units, at the largest box).
+# Chosen on validation tasks (scene seed 505, 120 per size, never in docs or tests) among
+# 0.001 / 0.05 / 0.1 / 0.15 / 0.2 / 0.3: amortised r=1 kept 0.71 / 0.80 / 0.92 / 0.96 / 0.94 / 0.94
+# of exhaustive's hit rate (mean of 3 training seeds x 3 sizes). At 0.001 (a bare tie-break, the
+# first recipe) the network picked any of the tied larger boxes, which the exhaustive argmin never does.
+PREFER_SMALLER = 0.15
 
 
 # --------------------------------------------------------------------------- the toy task
@@ -179,17 +187,19 @@ def _batch(tables: list[ProposalTable], index: list[tuple[int, int]]):
     return roi, text, geom, loss
 
 
-def soft_targets(loss: torch.Tensor, tau: float = TAU, tie: float = TIE) -> torch.Tensor:
-    """(B, M) exact losses -> target distributions: softmax(-(L - min L + t_j) / tau),
-    t_j = tie · j / (M - 1): among boxes of (nearly) equal loss the smaller
-    is the target, as the exhaustive argmin takes the first of equal ones."""
+def soft_targets(loss: torch.Tensor, tau: float = TAU, prefer_smaller: float = PREFER_SMALLER) -> torch.Tensor:
+    """(B, M) exact losses -> target distributions: softmax(-(L - min L + p_j) / tau),
+    p_j = prefer_smaller · j / (M - 1) (boxes ordered small to large): among
+    boxes of (nearly) equal loss the smaller is the target, as the exhaustive
+    argmin takes the first of equal ones."""
     m = loss.shape[-1]
-    tie = tie * torch.arange(m, dtype=loss.dtype) / max(1, m - 1)
-    return F.softmax(-(loss - loss.min(-1, keepdim=True).values + tie) / tau, dim=-1)
+    prefer = prefer_smaller * torch.arange(m, dtype=loss.dtype) / max(1, m - 1)
+    return F.softmax(-(loss - loss.min(-1, keepdim=True).values + prefer) / tau, dim=-1)
 
 
 def train(tables: list[ProposalTable], steps: int = 600, batch: int = 64, lr: float = 2e-3,
-          seed: int = 0, hidden: int = 32, tau: float = TAU, tie: float = TIE, run_dir: Path | None = None,
+          seed: int = 0, hidden: int = 32, tau: float = TAU,
+          prefer_smaller: float = PREFER_SMALLER, run_dir: Path | None = None,
           progress: Progress | None = None) -> AmortisedRegionNetwork:
     """Train the network on the tables' exact losses. ``run_dir`` holds a
     resumable checkpoint (every 100 steps, at the end and on Cancelled)."""
@@ -223,7 +233,7 @@ def train(tables: list[ProposalTable], steps: int = 600, batch: int = 64, lr: fl
             pick_ = torch.randint(len(anchors), (min(batch, len(anchors)),), generator=gen).tolist()
             roi, text, geom, loss = _batch(tables, [anchors[i] for i in pick_])
             logits = net(roi, text, geom)
-            ce = -(soft_targets(loss, tau, tie) * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+            ce = -(soft_targets(loss, tau, prefer_smaller) * F.log_softmax(logits, dim=-1)).sum(-1).mean()
             opt.zero_grad(set_to_none=True)
             ce.backward()
             opt.step()
@@ -358,7 +368,7 @@ def main(argv=None) -> None:
     ap = training_parser(__doc__, out="tests/assets/toy_regions", steps=600, batch=64, lr=2e-3)
     ap.add_argument("--images", type=int, default=900, help="training tasks (each K·M edits)")
     ap.add_argument("--hidden", type=int, default=32)
-    ap.add_argument("--eval-images", type=int, default=40, help="held-out tasks per size and seed (0 = skip)")
+    ap.add_argument("--eval-images", type=int, default=120, help="held-out tasks per size and seed (0 = skip)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -370,7 +380,7 @@ def main(argv=None) -> None:
     t_train = time.time() - t0 - t_data
     report = {"trained_with": "toyworld/train_regions.py", "images": args.images,
               "steps": args.steps, "batch": args.batch, "lr": args.lr, "hidden": args.hidden,
-              "seed": args.seed, "anchors": K_ANCHORS,
+              "seed": args.seed, "anchors": K_ANCHORS, "tau": TAU, "prefer_smaller": PREFER_SMALLER,
               "data_seconds": round(t_data, 1), "train_seconds": round(t_train, 1)}
     if args.eval_images:
         report["held_out"] = evaluate(net, dino, clip, args.eval_images)
