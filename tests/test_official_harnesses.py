@@ -81,15 +81,19 @@ def test_text2live_shims_give_back_only_what_is_missing(bench_module, monkeypatc
     import torch.nn.functional as F
     t2l = bench_module("official_text2live")
     had = hasattr(F, "_pad")
+    saved = sys.modules.get("pkg_resources")
     monkeypatch.delattr(F, "_pad", raising=False)
     try:
         t2l.compat_shims()
         assert F._pad is F.pad
-    finally:
+        import pkg_resources  # the real one when setuptools ships it, else the shim
+        assert pkg_resources.packaging.version.parse("1.10") < pkg_resources.packaging.version.parse("2.0")
+    finally:  # leave torch and sys.modules as they were (a shim there breaks pytest's own imports)
         if not had and hasattr(F, "_pad"):
-            del F._pad  # leave torch as it was for the other tests
-    import pkg_resources  # the real one when setuptools ships it, else the shim
-    assert pkg_resources.packaging.version.parse("1.10") < pkg_resources.packaging.version.parse("2.0")
+            del F._pad
+        sys.modules.pop("pkg_resources", None)
+        if saved is not None:
+            sys.modules["pkg_resources"] = saved
 
 
 @pytest.mark.parametrize("args, says", [
@@ -262,8 +266,7 @@ def test_blended_diffusion_test_inputs_and_arguments(tmp_path, bench_module, mon
         "        p.add_argument(a)\n"
         "    p.add_argument('--skip_timesteps', default=25)\n"
         "    return p.parse_args()\n")
-    # sys.path by hand: monkeypatch.syspath_prepend trips over a pkg_resources shim
-    # another test may have left in sys.modules
+    # sys.path by hand, so that the finally below undoes exactly this
     sys.path.insert(0, str(tmp_path))
     monkeypatch.delitem(sys.modules, "optimization", raising=False)
     monkeypatch.delitem(sys.modules, "optimization.arguments", raising=False)
