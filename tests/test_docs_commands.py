@@ -95,12 +95,15 @@ CI_BLOCK = ("README.md", 5)
 # Commands run here but shortened: the documented command, with these
 # arguments appended (argparse and --set: the last value wins), because the
 # full run trains for long (the region network: an hour; the example's
-# exhaustive region search: minutes; sampling 64 toy scenes: minutes). Only sizes, steps and output change;
+# exhaustive region search: minutes; sampling 64 toy scenes: minutes;
+# compiling ViT-B/32: minutes). Only sizes, steps and output change;
 # tests/test_comfyui.py runs the example graph too (at its quick sizes).
 SHORTENED = {
     "nice -n 10 python -m livelayers.toyworld.train_regions":
         ["--images", "3", "--steps", "2", "--eval-images", "0", "--out", "out/toy_regions"],
     "python -m livelayers.toyworld.ddpm_quality": ["--samples", "8", "--steps", "10"],
+    # ViT-B/32's compile alone is ~90 s here; the toy CLIP's ~40 s
+    "python bench/bench_clip_compile.py": ["--clip", "toy-clip", "--views", "4", "--repeat", "1"],
     "python -m livelayers run examples/learnable_regions.json":
         ["--set", "5.anchors=1", "--set", "5.boxes_per_anchor=2", "--set", "5.steps=2",
          "--set", "5.diffusion_steps=6", "--set", "5.samples=1"],
@@ -165,7 +168,7 @@ HERE_DOCS = sorted({b.doc for b in command_blocks() if here_commands(b.doc)})
 
 
 def workspace(tmp: Path) -> Path:
-    for name in ("examples", ".venv"):
+    for name in ("examples", "bench", ".venv"):
         (tmp / name).symlink_to(ROOT / name)
     (tmp / "tests").mkdir()
     (tmp / "tests" / "assets").symlink_to(ROOT / "tests" / "assets")
