@@ -105,3 +105,13 @@ def test_real_runs_match_the_table(model):
             c = T.lowest_loss(masked)
             b = T.pick(tab.loss, tab.score, c, "score")
             assert am.box == tuple(int(v) for v in tab.boxes[b, c[b]].tolist())
+
+
+def test_targets_prefer_the_smaller_of_equal_boxes():
+    """soft_targets: softmax(-(L - min L + p_j) / tau), p_j rising to prefer_smaller at the largest box."""
+    loss = torch.tensor([[1.0, 1.0, 1.2]])       # boxes small -> large; the first two tie
+    got = T.soft_targets(loss, tau=0.05, prefer_smaller=0.15)
+    want = torch.softmax(-torch.tensor([[0.0, 0.075, 0.35]]) / 0.05, dim=-1)
+    assert torch.allclose(got, want) and got.argmax().item() == 0
+    flat = T.soft_targets(loss, tau=0.05, prefer_smaller=0.0)   # no preference: the tie stays a tie
+    assert torch.isclose(flat[0, 0], flat[0, 1]) and flat[0, 2] < flat[0, 0]
