@@ -17,6 +17,11 @@ def assets() -> Path:
     return ASSETS
 
 
+def _load_cpu_clip(folder: Path):
+    from livelayers.engine.models.clip import load_clip
+    return load_clip(f"local-dir:{folder}", device="cpu")
+
+
 @pytest.fixture(scope="session")
 def toy_clip_dir() -> Path:
     return ASSETS / "toy_clip"
@@ -25,8 +30,18 @@ def toy_clip_dir() -> Path:
 @pytest.fixture(scope="session")
 def toy_clip(toy_clip_dir):
     """The toy open_clip model as a CLIPHandle (CPU, fp32)."""
-    from livelayers.engine.models.clip import load_clip
-    return load_clip(f"local-dir:{toy_clip_dir}", device="cpu")
+    return _load_cpu_clip(toy_clip_dir)
+
+
+@pytest.fixture(scope="session")
+def toy_clip_v2_dir() -> Path:
+    return ASSETS / "toy_clip_v2"
+
+
+@pytest.fixture(scope="session")
+def toy_clip_v2(toy_clip_v2_dir):
+    """The toy CLIP trained with the v2 recipe (knows shapes and textures)."""
+    return _load_cpu_clip(toy_clip_v2_dir)
 
 
 @pytest.fixture(scope="module")

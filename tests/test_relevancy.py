@@ -14,6 +14,12 @@ from livelayers.toyworld import scenes
 # colour+shape 1.00 with blocks="all" (bench/relevancy_quality.py,
 # and docs/models.md); the asserted rates keep a margin below the measurement.
 MIN_RATE = {"colour": 0.90, "colour+shape": 0.90}
+# Toy CLIP v2 knows shapes (zero-shot 0.87) but localises shape words only a
+# little better than chance: measured on 96 scenes (the 48 above first) colour
+# 0.958, colour+shape 0.917, shape 0.594 (toy CLIP: 0.50). Its colour+shape
+# floor is 0.85, not 0.90: a different model, measured lower; shape > chance.
+MIN_RATE_V2 = {"colour": 0.90, "colour+shape": 0.85, "shape": 0.55}
+N_SCENES_V2 = 96
 N_SCENES = 48
 HELD_OUT_SEED = 90210  # not a training seed: the trainer draws from seed 0
 
@@ -116,10 +122,12 @@ def peak_hit_rates(clip, blocks="all", n=N_SCENES, size=64) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_relevancy_points_at_the_named_object_on_held_out_scenes(toy_clip):
-    rates = peak_hit_rates(toy_clip, blocks="all")
-    print(f"\nrelevancy peak-inside rates (blocks=all, {N_SCENES} scenes): {rates}")
-    for kind, floor in MIN_RATE.items():
+@pytest.mark.parametrize("model, floors, n", [("toy_clip", MIN_RATE, N_SCENES),
+                                             ("toy_clip_v2", MIN_RATE_V2, N_SCENES_V2)])
+def test_relevancy_points_at_the_named_object_on_held_out_scenes(request, model, floors, n):
+    rates = peak_hit_rates(request.getfixturevalue(model), blocks="all", n=n)
+    print(f"\n{model}: relevancy peak-inside rates (blocks=all, {n} scenes): {rates}")
+    for kind, floor in floors.items():
         assert rates[kind] >= floor, (kind, rates)
 
 

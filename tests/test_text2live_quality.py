@@ -25,11 +25,14 @@ RED = torch.tensor(scenes.COLOURS["red"])
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
+TOY_SCENE = scenes.ToyScene("grass", (scenes.ToyObject("circle", "red", "plain", 0.32, 0.36, 0.2),
+                                      scenes.ToyObject("square", "yellow", "plain", 0.7, 0.68, 0.17)),
+                             seed=3)
+
+
 def toy_scene(size: int = SIZE):
     """(1,3,H,W) image, (1,1,H,W) circle mask, (1,1,H,W) square mask."""
-    sc = scenes.ToyScene("grass", (scenes.ToyObject("circle", "red", "plain", 0.32, 0.36, 0.2),
-                                   scenes.ToyObject("square", "yellow", "plain", 0.7, 0.68, 0.17)), seed=3)
-    img, masks = scenes.render_scene(sc, size)
+    img, masks = scenes.render_scene(TOY_SCENE, size)
     m = torch.from_numpy(masks)[:, None]
     return torch.from_numpy(img).permute(2, 0, 1)[None], m[:1], m[1:2]
 
@@ -41,14 +44,17 @@ def settings(**kw) -> Text2LIVESettings:
     return Text2LIVESettings(**base)
 
 
-def metrics(clip, image, circle, square=None, seed=0, **kw) -> dict:
+def away_from(mask: torch.Tensor) -> torch.Tensor:
+    """(H,W) bool: pixels 2 px or more from ``mask`` (1,1,H,W), past its anti-aliased edge."""
+    return ~(torch.nn.functional.max_pool2d(mask, 5, stride=1, padding=2)[0, 0] > 0.01)
+
+
+def metrics(clip, image, circle, square=None, seed=0, text="blue circle", **kw) -> dict:
     """Train, render, and measure how well the edit sits on the circle."""
-    r = train_text2live(clip, image, "blue circle", roi_text="red circle", settings=settings(**kw), seed=seed)
+    r = train_text2live(clip, image, text, roi_text="red circle", settings=settings(**kw), seed=seed)
     out = render(r.generator, image)
     inside = circle[0, 0] > 0.5
-    # "outside": away from the circle's anti-aliased edge by 2 px
-    near = torch.nn.functional.max_pool2d(circle, 5, stride=1, padding=2)[0, 0] > 0.01
-    outside = ~near
+    outside = away_from(circle)
     comp = out["composite"][0]
     matte = out["alpha"][0, 0] > 0.5
     iou = (matte & inside).sum().item() / max(1, (matte | inside).sum().item())
@@ -109,6 +115,59 @@ def test_without_bootstrap_the_edit_leaks(toy_clip, edited):
     print("full", [full[k] for k in keys], "no_boot", [no_boot[k] for k in keys])
     assert no_boot["alpha_outside"] > full["alpha_outside"] + 0.08
     assert no_boot["outside_change"] > full["outside_change"] + 0.02
+
+
+def square_corners(size: int = SIZE) -> torch.Tensor:
+    """(H,W) bool: where a square of the circle's centre and half-extent would
+    cover and the circle does not (2 px past its edge): the corners a
+    square-shaped layer would paint."""
+    as_square = scenes.with_object(TOY_SCENE, 0, shape="square")
+    sq = torch.from_numpy(scenes.render_scene(as_square, size)[1])[0] > 0.5
+    return sq & away_from(toy_scene(size)[1])
+
+
+def shape_edit_metrics(clip, seed: int = 0) -> dict:
+    """ "blue square" on the red circle (region "red circle"): the colour
+    metrics, plus alpha and change in the corners a square would add."""
+    image, circle, square = toy_scene()
+    m = metrics(clip, image, circle, square, seed=seed, text="blue square")
+    corners = square_corners()
+    m["alpha_corners"] = m["out"]["alpha"][0, 0][corners].mean().item()
+    m["corner_change"] = (m["out"]["composite"][0] - image[0]).abs()[:, corners].mean().item()
+    print({k: v for k, v in m.items() if k not in ("result", "out")})
+    return m
+
+
+@pytest.fixture(scope="module")
+def shape_edited(toy_clip_v2):
+    return shape_edit_metrics(toy_clip_v2)
+
+
+@pytest.mark.slow
+def test_shape_edit_turns_the_circle_blue(shape_edited):
+    m = shape_edited
+    assert m["dist_blue_after"] < m["dist_blue_before"] - 0.5, m
+    assert m["after"][2] > m["after"][0] + 0.2, m
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known weakness, see docs/text2live.md: with a CLIP that "
+                   "knows shapes the layer grows the square's corners outside the circle")
+def test_shape_edit_keeps_the_circle_shape(shape_edited):
+    """ "blue square" on the red circle, judged by toy CLIP v2 (it knows
+    shapes): the layer should not grow a square's corners outside the
+    circle, and the yellow square should stay.
+
+    Measured (toy CLIP v2, seeds 0/1/2): distance to blue 1.09 -> .36/.38/.30,
+    but alpha in the corners .16/.33/.15 (no bootstrap .38/.39/.31) and the
+    square changes .18/.01/.07: the relevancy bootstrap anneals to 0 over the
+    run and nothing else holds the layer to the region. Neither a bootstrap
+    that never fully anneals (corners .22/.15, seeds 0/2, at 1500 training
+    steps of toy CLIP v2) nor 4x the structure weight (.10/.19) fixes it.
+    Strict: when it passes, drop the mark."""
+    m = shape_edited
+    assert m["alpha_corners"] < 0.08, m
+    assert m["square_change"] < 0.06, m
 
 
 @pytest.mark.slow

@@ -332,6 +332,7 @@ def train(out: Path, steps: int, batch: int, lr: float, seed: int, pool_size: in
             curve.append({"step": previous_steps + step, **acc})
             print(f"step {step}: zero-shot {acc}", flush=True)
             save_local_dir(model, out, extra={"trained_steps": previous_steps + step,
+                                              "schedule_steps": previous_steps + steps,
                                               "batch": batch, "seed": seed, "zero_shot": acc,
                                               "recipe": RECIPE, "curve": curve})
     return acc
