@@ -1,5 +1,5 @@
 """Blended diffusion with the committed toy models (tests/assets/toy_ddpm,
-toy_sd, toy_clip): background preservation, CLIP guidance, ranking, seeds,
+toy_sd, toy_clip_v2): background preservation, CLIP guidance, ranking, seeds,
 loading offline. Thresholds were measured on this machine (docs/diffusion.md)
 and set with margin.
 """
@@ -12,12 +12,16 @@ import torch
 from livelayers.engine.diffusion import edit_region
 from livelayers.toyworld import scenes
 
-# Measured with the committed toy models (docs/diffusion.md "Measured"), seeds 0 / 10:
-# mean masked CLIP similarity guided − unguided 0.154 / 0.448, best sample 0.327 / 0.444;
-# redness gain (mean) 0.237 / 0.80, best sample 0.70 / 0.81; decoder fix mean |Δ| outside 0.032.
-MIN_MEAN_SCORE_GAIN = 0.08
-MIN_BEST_SCORE_GAIN = 0.15
-MIN_MEAN_RED_GAIN = 0.1
+# Measured with the committed toy models and toy CLIP v2 (docs/diffusion.md "Measured"),
+# guided (1000) − unguided, seeds 0 / 10 / 20: mean masked CLIP score 0.407 / 0.394 / 0.288,
+# best sample 0.318 / 0.461 / 0.463; redness mean 0.526 / 0.311 / 0.084, best sample
+# 0.433 / 0.588 / 0.552; decoder fix mean |Δ| outside 0.032.
+MIN_MEAN_SCORE_GAIN = 0.15
+MIN_BEST_SCORE_GAIN = 0.20
+# Lowered from 0.1 (toy CLIP v1): v2 knows shapes, so its guidance draws a red *circle*
+# inside the square mask rather than a red fill, and the mean redness over the whole
+# mask is diluted by the grass left around the circle (seed 20: 0.084).
+MIN_MEAN_RED_GAIN = 0.05
 MIN_BEST_RED_GAIN = 0.3
 DECODER_MAX_MEAN_DIFF = 0.08
 
@@ -81,13 +85,13 @@ def test_committed_folders_are_safetensors_and_small(assets):
 # ------------------------------------------------------------------ pixel
 
 @pytest.mark.slow
-def test_pixel_guidance_paints_the_prompt_in_the_mask(toy_ddpm, toy_clip):
+def test_pixel_guidance_paints_the_prompt_in_the_mask(toy_ddpm, toy_clip_v2):
     """CLIP guidance raises the masked CLIP score and the redness for "a red
     circle" over an unguided run with the same seeds; outside stays exact."""
     x, m = grass_scene(32)
     kw = dict(steps=40, samples=4, views=4, seed=0)
-    guided = edit_region(toy_ddpm, toy_clip, x, m, "a red circle", guidance=1000.0, **kw)
-    plain = edit_region(toy_ddpm, toy_clip, x, m, "a red circle", guidance=0.0, **kw)
+    guided = edit_region(toy_ddpm, toy_clip_v2, x, m, "a red circle", guidance=1000.0, **kw)
+    plain = edit_region(toy_ddpm, toy_clip_v2, x, m, "a red circle", guidance=0.0, **kw)
     outside = m[0, 0] == 0
     for r in (guided, plain):
         assert torch.equal(r.images[:, :, outside], x.expand(4, -1, -1, -1)[:, :, outside])
@@ -101,11 +105,11 @@ def test_pixel_guidance_paints_the_prompt_in_the_mask(toy_ddpm, toy_clip):
 
 
 @pytest.mark.slow
-def test_pixel_same_seed_same_samples(toy_ddpm, toy_clip):
+def test_pixel_same_seed_same_samples(toy_ddpm, toy_clip_v2):
     x, m = grass_scene(32)
     kw = dict(steps=12, samples=2, views=2, seed=5, guidance=1000.0, feather=2.0)
-    a = edit_region(toy_ddpm, toy_clip, x, m, "a red circle", **kw)
-    b = edit_region(toy_ddpm, toy_clip, x, m, "a red circle", **kw)
+    a = edit_region(toy_ddpm, toy_clip_v2, x, m, "a red circle", **kw)
+    b = edit_region(toy_ddpm, toy_clip_v2, x, m, "a red circle", **kw)
     assert torch.equal(a.images, b.images) and a.seeds == b.seeds
     assert torch.equal(a.scores, b.scores)
     # feathered alpha: zero outside, ramps inside, composite = best sample
@@ -119,13 +123,13 @@ def test_pixel_same_seed_same_samples(toy_ddpm, toy_clip):
 # ------------------------------------------------------------------ latent
 
 @pytest.mark.slow
-def test_latent_background_paste_exact_and_decoder_fix_close(toy_sd, toy_clip):
+def test_latent_background_paste_exact_and_decoder_fix_close(toy_sd, toy_clip_v2):
     x, m = grass_scene(64)
     outside = m[0, 0] == 0
     kw = dict(steps=20, samples=2, seed=0)
-    paste = edit_region(toy_sd, toy_clip, x, m, "a red circle", background_fix="paste", **kw)
-    raw = edit_region(toy_sd, toy_clip, x, m, "a red circle", background_fix="none", **kw)
-    fixed = edit_region(toy_sd, toy_clip, x, m, "a red circle", background_fix="decoder",
+    paste = edit_region(toy_sd, toy_clip_v2, x, m, "a red circle", background_fix="paste", **kw)
+    raw = edit_region(toy_sd, toy_clip_v2, x, m, "a red circle", background_fix="none", **kw)
+    fixed = edit_region(toy_sd, toy_clip_v2, x, m, "a red circle", background_fix="decoder",
                         decoder_steps=40, **kw)
     src = x.expand(2, -1, -1, -1)
     assert torch.equal(paste.images[:, :, outside], src[:, :, outside])

@@ -560,7 +560,7 @@ def test_toy_region_model_loads_by_catalogue_id():
     from livelayers.engine.regions import load_region_model
     m = load_region_model("toy-regions")
     assert (m.feature_dim, m.text_dim) == (96, 128) and len(m.box_sizes) == 7
-    assert m.dino == "toy-dino" and m.clip == "toy-clip"
+    assert m.dino == "toy-dino" and m.clip == "toy-clip-v2"
 
 
 def test_quiet_progress_shows_nothing_but_stops_with_the_callers():

@@ -4,7 +4,7 @@ reaches (nearly) the exhaustive search's quality with 1/M of its editor runs.
 Tasks (toyworld/train_regions.py, scene seeds the network never saw):
 recolour one object of a 1-2 object scene, prompt "a <new colour> <shape>",
 source prompt "a <old colour> <shape>", toy DINO (K = 3 anchors), M = 7
-boxes, toy recolour editor (foreground), toy CLIP. Every proposal is edited
+boxes, toy recolour editor (foreground), toy CLIP v2. Every proposal is edited
 once; exhaustive, amortised (the committed toy-regions network) and random
 choice are read off the same table (an amortised run edits a subset of the
 exhaustive run's proposals with the same deterministic editor; the last test
@@ -20,18 +20,19 @@ import torch
 
 from livelayers.toyworld import train_regions as T
 
-N_64 = 40    # tasks per seed at 64 px (3 seeds): the docs' first 40 of each seed
-N_OTHER = 12  # tasks at 32 and 128 px (seed 101)
-# Thresholds below the measurements (docs/regions.md). The tasks and the committed network are
-# fixed, so the measured values are exact for these files: on these 40 x 3 tasks at 64 px
-# amortised r=1 / exhaustive measured 0.953 pooled (per seed 1.00, 0.95, 0.90), r=2 1.047, the
-# fixed middle box 0.828; on the docs' 120 x 3 tasks per size r=1 keeps 0.95 / 0.92 / 0.96 at
-# 32 / 64 / 128 px. AMORTISED_SHARE is the issue's goal itself (90 % of exhaustive).
+N_64 = 120   # tasks per seed at 64 px (3 seeds): the docs' 120 of each seed
+N_OTHER = 40  # tasks at 32 and 128 px (seed 101)
+# Thresholds below the measurements (docs/regions.md). The tasks and the committed network
+# (trained against toy CLIP v2) are fixed, so the measured values are exact for these files: on
+# these 120 x 3 tasks at 64 px amortised r=1 / exhaustive measured 0.984 pooled (per seed 1.00,
+# 0.97, 0.985), r=2 1.042, the fixed middle box 0.84; 40 tasks at 32 / 128 px keep 1.05 / 1.17.
+# (40 tasks per seed, as with toy CLIP v1, was too few: one task moves a seed's share by 0.05.)
+# AMORTISED_SHARE is the issue's goal itself (90 % of exhaustive), now asked of every seed too.
 AMORTISED_SHARE = 0.90   # amortised r=1 / exhaustive, pooled over the 3 seeds at 64 px
-PER_SEED_SHARE = 0.85    # the same, every seed
+PER_SEED_SHARE = 0.90    # the same, every seed: smallest measured 0.97 (v1: 0.85, measured 0.90)
 R2_SHARE = 0.95          # amortised r=2 / exhaustive, pooled
-EXHAUSTIVE_OVER_RANDOM = 0.12   # exhaustive - random proposal, every set: smallest measured 0.179
-ANCHOR_ON_OBJECT = 0.75  # top-1 anchor on an object, every set: smallest measured 0.83
+EXHAUSTIVE_OVER_RANDOM = 0.12   # exhaustive - random proposal, every set: smallest measured 0.182
+ANCHOR_ON_OBJECT = 0.80  # top-1 anchor on an object, every set: smallest measured 0.90
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ from .cli import training_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DINO_SPEC = "toy-dino"
-CLIP_SPEC = "toy-clip"
+CLIP_SPEC = "toy-clip-v2"
 K_ANCHORS = 3
 BOX_SIZES = box_sizes_for(7)          # M = 7 sides, 0.2 ... 0.8 of the shorter side (the paper's M)
 TRAIN_SIZES = (32, 64, 128)           # image sizes of the training scenes (pixels)
