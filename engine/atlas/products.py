@@ -47,13 +47,24 @@ def check_resolution(resolution: int, node: str, input_name: str = "resolution")
         raise InputError(node, input_name, f"is {resolution!r}", "an integer from 16 to 8192")
 
 
+# How far an edit's aspect may be from the atlas image's. The layer's UV box is
+# measured from the trained mapping, so the same graph gives a slightly different
+# box on another CPU or thread count (the example atlas's fg image: 256x200 on the
+# machine its paint was made on, 256x206 and 256x209 on another); a paint made on
+# one extraction must still load on the others. The edit keeps square pixels
+# about the box centre (box_for_size), so 5 % shifts its border by at most 2.5 %.
+ASPECT_TOLERANCE = 0.05
+
+
 def edit_box(atlas: Atlas, layer: str, edit: torch.Tensor, node: str, input_name: str):
     """The UV box an atlas-space edit ``(1, C, Ha, Wa)`` covers. Any resolution
     is fine (the edit is sampled in UV space, not resized), but its aspect must
-    be the atlas's (within one pixel or 2 %), or the paint would be stretched."""
+    be the atlas's (within one pixel or ``ASPECT_TOLERANCE``): another aspect
+    means a paint made on another canvas."""
     ha, wa = edit.shape[-2:]
     want_h, want_w, _ = atlas_grid(atlas, layer, max(ha, wa))
-    if abs(ha - want_h) > 1 + 0.02 * ha or abs(wa - want_w) > 1 + 0.02 * wa:
+    tol = ASPECT_TOLERANCE
+    if abs(ha - want_h) > 1 + tol * ha or abs(wa - want_w) > 1 + tol * wa:
         raise InputError(node, input_name, f"is {wa}x{ha} pixels, not the {layer} atlas's aspect",
                          f"{want_w}x{want_h} at that resolution (use LL_AtlasExtract's {layer} "
                          "atlas as the canvas; nothing is resized)")
