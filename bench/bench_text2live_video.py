@@ -20,6 +20,11 @@ the frames differs:
   of I_s), and the structure loss two more forwards per frame; fp32 on a CPU,
   fp16 CLIP on CUDA (the official ``clip.load`` keeps fp16 weights on a GPU).
 
+* official: with ``--official DIR`` (a clone of github.com/omerbt/Text2LIVE,
+  never shipped), the official video code's own step, timed on this machine
+  by ``bench/official_text2live_video.py`` on the same clip (paper config
+  only: its sizes are its config's).
+
 The per-frame relevancy targets are computed once per run in both (that cost
 is the setup column, not a step). Settings:
 
@@ -185,9 +190,23 @@ def run_design(config: str, design: str, steps: int, atlas_path: str) -> dict:
             "peak_mib": peak, "rss_before_mib": rss_before, "peak_kind": kind, "crops": crops[1:]}
 
 
-def measure(config: str, steps: int, threads: int,
-            decompose_steps: int | None = None) -> tuple[list[dict], float]:
-    """([ours, reference] ``run_design`` dicts, seconds of the bench clip's
+# ``python -m livelayers bench --official text2live_video=DIR`` hands DIR to rows() here
+OFFICIAL_ENV = "LIVELAYERS_OFFICIAL_TEXT2LIVE_VIDEO"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def official_problem(root: str, config: str) -> str | None:
+    """Why the official video code cannot be timed from ``root`` in ``config``, or None."""
+    from official_text2live_video import checkout_problem
+    if config != "paper":
+        return "the official code runs at the paper config only (its sizes are its config's)"
+    return checkout_problem(root)
+
+
+def measure(config: str, steps: int, threads: int, decompose_steps: int | None = None,
+            official: str | None = None) -> tuple[list[dict], float]:
+    """([ours, reference] ``run_design`` dicts (+ the official step's when
+    ``official`` is a Text2LIVE clone), seconds of the bench clip's
     decomposition): the atlas is made here (``decompose_steps`` overrides the
     config's), each design trains in its own subprocess (so that its peak
     memory is its own)."""
@@ -202,7 +221,22 @@ def measure(config: str, steps: int, threads: int,
             args = [os.path.abspath(__file__), "--steps", str(steps), "--threads", str(threads),
                     "--design", design, "--atlas", str(atlas_path)]
             rows.append(run_json(args + (["--quick"] if config == "quick" else [])))
+    if official:
+        # the stand-in atlas at our decomposition's scale (atlas crop / frame crop), so that
+        # the official generator sees atlas crops of the size ours does
+        scale = sum(aw / fw for aw, _, fw, _, _ in rows[0]["crops"]) / len(rows[0]["crops"])
+        rows.append(run_json([os.path.join(HERE, "official_text2live_video.py"), "--root", official,
+                              "--steps", str(steps), "--threads", str(threads),
+                              "--atlas-scale", f"{scale:.3f}"]))
     return rows, decompose_s
+
+
+def official_note(off: dict) -> str:
+    crop = off["crops"][0]
+    return (f"official = {off['code']} @ {off['commit'][:10]}, its own video step timed here {off['date']} "
+            f"({off['device']}, {off['steps']} step(s) after 1 warm-up; random ViT-B/32 weights; the clip's "
+            f"true atlas at {off['atlas_scale']:.2f} atlas px per frame px for its NLA checkpoint; crops 3 x "
+            f"~{crop['frames'][0][1]}x{crop['frames'][0][0]} px -> atlas {crop['atlas'][1]}x{crop['atlas'][0]})")
 
 
 def rows(size: str) -> list[dict]:
@@ -211,17 +245,24 @@ def rows(size: str) -> list[dict]:
     code, cheaper to set up), 1 timed step; reference = the paper config, 2
     timed steps, as docs/video.md. Threads: this process's torch threads."""
     config, steps, decompose = ("quick", 1, 30) if check_size(size) == "quick" else ("paper", 2, None)
-    (ours, ref), _ = measure(config, steps, torch.get_num_threads(), decompose)
+    official = (os.environ.get(OFFICIAL_ENV) or None) if config == "paper" else None
+    (ours, ref, *off), _ = measure(config, steps, torch.get_num_threads(), decompose, official)
     cfg = CONFIGS[config]
     where = (f"{config} config ({cfg['width']}x{cfg['height']} frames, CLIP {cfg['clip']} random, "
              f"{cfg['views']} views, generator {cfg['scales']}x{cfg['channels']})")
     crop = ours["crops"][0]
     note = (f"{ours['device']}, {steps} timed crop step(s) after 1 warm-up, crops {crop[4]} x "
             f"{crop[2]}x{crop[3]} px")
-    return [row("text2live_video", f"crop training step, {where}", "s/step", ours["step_s"],
-                ref["step_s"], note),
-            row("text2live_video", f"peak memory, {where}", "MiB", ours["peak_mib"], ref["peak_mib"],
-                ours["peak_kind"])]
+    out = [row("text2live_video", f"crop training step, {where}", "s/step", ours["step_s"],
+               ref["step_s"], note)]
+    if off:
+        out.append(row("text2live_video", f"crop training step vs the official code, {where}", "s/step",
+                       ours["step_s"], off[0]["step_s"], official_note(off[0])))
+        out.append(row("text2live_video", f"peak memory vs the official code, {where}", "MiB",
+                       ours["peak_mib"], off[0]["peak_mib"], off[0]["peak_kind"]))
+    out.append(row("text2live_video", f"peak memory, {where}", "MiB", ours["peak_mib"], ref["peak_mib"],
+                   ours["peak_kind"]))
+    return out
 
 
 def main(argv=None) -> int:
@@ -230,18 +271,23 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="timed crop steps after one warm-up "
                     "(default: 2 paper, 2 quick)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
+    ap.add_argument("--official", metavar="DIR", help="also time the official video code's step from "
+                    "this clone of github.com/omerbt/Text2LIVE (paper config only)")
     ap.add_argument("--design", choices=("ours", "reference"), help=argparse.SUPPRESS)
     ap.add_argument("--atlas", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     config = "quick" if args.quick else "paper"
+    problem = args.official and official_problem(args.official, config)
+    if problem:
+        ap.error(f"--official {args.official}: {problem}")
     steps = args.steps if args.steps is not None else 2
     torch.set_num_threads(args.threads)
     if args.design:                                # child: one design, JSON on the last line
         print(json.dumps(run_design(config, args.design, steps, args.atlas)))
         return 0
-    rows, decompose_s = measure(config, steps, args.threads)
+    rows, decompose_s = measure(config, steps, args.threads, official=args.official)
     cfg = CONFIGS[config]
-    ours, ref = rows
+    ours, ref, *official = rows
     print(f"Text2LIVE video step, {config}: {cfg['width']}x{cfg['height']} frames, CLIP {cfg['clip']} "
           f"(random weights), {cfg['views']} views, generator {cfg['scales']}x{cfg['channels']}, "
           f"device={ours['device']}, threads={ours['threads']}, timed steps={steps} (+1 warm-up)")
@@ -252,9 +298,14 @@ def main(argv=None) -> int:
           f"{'before MiB':>12}  ({ours['peak_kind']})")
     for r in rows:
         print(f"{r['design']:<11}{r['step_s']:>10.3f}{r['first_step_s']:>12.3f}{r['setup_s']:>10.3f}"
-              f"{r['peak_mib']:>11.0f}{r['rss_before_mib']:>12.0f}")
+              f"{r['peak_mib']:>11.0f}{r.get('rss_before_mib', float('nan')):>12.0f}")
     print(f"speed-up (reference step / ours): {ref['step_s'] / ours['step_s']:.2f}x")
     print(f"memory ratio (reference / ours):  {ref['peak_mib'] / ours['peak_mib']:.2f}x")
+    if official:
+        off = official[0]
+        print(f"speed-up (official step / ours):  {off['step_s'] / ours['step_s']:.2f}x  ({official_note(off)})")
+        print(f"reference design / official step: {ref['step_s'] / off['step_s']:.2f}x  (1 = calibrated)")
+        print(f"memory ratio (official / ours):   {off['peak_mib'] / ours['peak_mib']:.2f}x")
     return 0
 
 

@@ -17,8 +17,8 @@ its row and the command exits 1 after the others ran; a child that dies
 takes only the bench it was running with it (a new child runs the rest).
 
 ``--official NAME=DIR`` also times the published code itself from a clone the
-user made (never shipped; bench/official_text2live.py, bench/official_nla.py,
-bench/official_blended_diffusion.py),
+user made (never shipped; bench/official_text2live.py, bench/official_text2live_video.py,
+bench/official_nla.py, bench/official_blended_diffusion.py),
 beside ours, in the same run: the child finds DIR (and ``--official-python``,
 the Python of that code's environment) in the environment variables of
 ``OFFICIAL``.
@@ -59,7 +59,9 @@ OFFICIAL = {"text2live": ("LIVELAYERS_OFFICIAL_TEXT2LIVE", "github.com/omerbt/Te
             "atlas": ("LIVELAYERS_OFFICIAL_ATLAS", "github.com/ykasten/layered-neural-atlases", "reference",
                       "official_nla"),
             "diffusion": ("LIVELAYERS_OFFICIAL_DIFFUSION", "github.com/omriav/blended-diffusion", "reference",
-                          "official_blended_diffusion")}
+                          "official_blended_diffusion"),
+            "text2live_video": ("LIVELAYERS_OFFICIAL_TEXT2LIVE_VIDEO", "github.com/omerbt/Text2LIVE", "reference",
+                                "official_text2live_video")}
 
 
 # ---------------------------------------------------------------- the command

@@ -112,9 +112,13 @@ def test_two_benches_json_table_and_compare(tmp_path):
      "--compare missing.json: no such file; allowed: a file written by bench --json"),
     (["--against", "x.json"], "--against NEW.json needs --compare OLD.json"),
     (["--official", "text2live"], "--official text2live: allowed: NAME=DIR, NAME one of text2live, atlas, "
-                                  "diffusion"),
+                                  "diffusion, text2live_video"),
     (["--official", "io=x"], "--official io=x: io: no bench times its published code; "
-                             "allowed: text2live, atlas, diffusion"),
+                             "allowed: text2live, atlas, diffusion, text2live_video"),
+    (["--size", "reference", "--official", "text2live_video=."],
+     "--official text2live_video=.: not a Text2LIVE clone (missing train_video.py, configs/video_config.yaml, "
+     "datasets/video_dataset.py, models/video_model.py, util/atlas_loss.py, util/atlas_utils.py, "
+     "CLIP/clip/clip.py); allowed: a clone of github.com/omerbt/Text2LIVE"),
     (["--size", "reference", "--official", "atlas=."],
      "--official atlas=.: not a layered-neural-atlases clone (missing train.py, config/config.json, "
      "implicit_neural_networks.py, loss_utils.py, unwrap_utils.py, evaluate.py); "

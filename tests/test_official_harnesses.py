@@ -101,6 +101,9 @@ def test_text2live_shims_give_back_only_what_is_missing(bench_module, monkeypatc
                                                  "settings only"),
     (["bench_text2live.py", "--settings", "reference", "--official", "."],
      "--official .: not a Text2LIVE clone (missing train_image.py"),
+    (["bench_text2live_video.py", "--quick", "--official", "."],
+     "--official .: the official code runs at the paper config only"),
+    (["bench_text2live_video.py", "--official", "."], "--official .: not a Text2LIVE clone (missing train_video.py"),
     (["bench_atlas.py", "--only", "official"], "--only official needs --official DIR"),
     (["bench_atlas.py", "--official", "."], "--official .: not a layered-neural-atlases clone"),
     (["bench_diffusion.py", "--only", "official"], "--only official needs --official DIR"),
@@ -113,6 +116,60 @@ def test_the_benches_refuse_an_official_run_they_cannot_do(tmp_path, args, says)
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stdout == "", res.stdout
     assert says in res.stderr, res.stderr
+
+
+# ---------------------------------------------------------------- Text2LIVE video
+
+def test_true_atlas_has_the_nla_networks_interface_and_is_the_clip(bench_module):
+    """The stand-in for the NLA checkpoint, read the way the official dataset
+    reads it (util/atlas_utils.get_frames_data / get_high_res_atlas): opacity is
+    the true mask, the object's centre maps to one atlas point in every frame at
+    the asked atlas pixels per frame pixel, and the atlas colour there is the object's."""
+    import torch
+
+    from livelayers.toyworld.clips import make_toy_clip
+    t2lv = bench_module("official_text2live_video")
+    clip = make_toy_clip(n_frames=5, height=48, width=80, seed=0, shape="circle", colour="red",
+                         texture="plain", size=0.3, velocity=(3.0, 1.0))
+    grid = 2000
+    scale = 1.5                                         # atlas pixels per frame pixel
+    fg_map, bg_map, fg_colour, bg_colour, alpha = t2lv.true_atlas(clip, grid, scale)
+    assert fg_colour is bg_colour                       # NLA's one atlas network for both layers
+    n, _, h, w = clip.frames.shape
+    norm = torch.tensor([max(h, w) / 2, max(h, w) / 2, n / 2])
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    for t in range(n):
+        xyt = torch.stack([xs.flatten(), ys.flatten(), torch.full((h * w,), t)], 1).float() / norm - 1
+        a = 0.5 * (alpha(xyt) + 1)                      # the dataset's alpha, before its 0.99 / 0.001
+        torch.testing.assert_close(a.view(h, w), clip.masks[t, 0], rtol=0, atol=1e-6)
+        uv = fg_map(xyt).view(h, w, 2) * 0.5 + 0.5      # the dataset's foreground UVs in [0, 1]
+        cx, cy = (int(c) for c in clip.centres[t])
+        px = uv * grid
+        assert torch.allclose(px[cy, cx + 1] - px[cy, cx], torch.tensor([scale, 0.0]), atol=1e-3)
+        assert torch.allclose(px[cy + 1, cx] - px[cy, cx], torch.tensor([0.0, scale]), atol=1e-3)
+        centre_uv = uv[cy, cx] - (torch.tensor(clip.centres[t]).float() - torch.tensor([cx, cy])) * scale / grid
+        assert torch.allclose(centre_uv, torch.tensor([0.5, 0.5]), atol=1e-5)
+        rgb = 0.5 * (fg_colour(uv[cy, cx][None]) + 1)   # get_high_res_atlas's colours
+        assert torch.allclose(rgb[0], clip.frames[t, :, cy, cx], atol=0.05)
+        assert bg_map(xyt).abs().max() <= t2lv.MAX_OUT
+
+
+def test_official_video_config_changes_only_the_clip_texts_and_layer(tmp_path, bench_module):
+    import yaml
+    t2lv = bench_module("official_text2live_video")
+    published = {"resx": 768, "resy": 432, "n_aug": 6, "num_scales": 7, "skip_n33d": 128,
+                 "grid_atlas_resolution": 2000, "crops_min_cover": 0.95, "masks_border_expansion": 30,
+                 "device": "cuda", "seed": -1, "use_wandb": False}
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "video_config.yaml").write_text(yaml.safe_dump(published))
+    cfg = t2lv.official_config(str(tmp_path), "cpu", 5, 432, 768)
+    for key in ("n_aug", "num_scales", "skip_n33d", "grid_atlas_resolution", "crops_min_cover",
+                "masks_border_expansion"):
+        assert cfg[key] == published[key]
+    assert (cfg["device"], cfg["seed"], cfg["maximum_number_of_frames"]) == ("cpu", 0, 5)
+    assert cfg["finetune_foreground"] and not cfg["finetune_background"]
+    assert cfg["checkpoint_path"].split("/")[2] == t2lv.CLIP_NAME     # where it reads data/videos/<name>
+    assert cfg["comp_text"] == ["blue circle"] and cfg["src_text"] == ["red circle"]
 
 
 # ---------------------------------------------------------------- Blended Diffusion

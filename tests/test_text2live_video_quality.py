@@ -15,7 +15,9 @@ Measures (``engine.text2live.baselines.edit_measures``): per frame the IoU of
 the rendered edit alpha (> 0.5) with the true mask, the mean change more than
 2 px outside the object, and flicker = the mean over points fixed on the object
 (following its true track) of the standard deviation across frames of the
-edited frames' colour there. Measured numbers (seeds 0/1/2 of the edit, one
+edited frames' colour there. Flicker is compared on the same clip with the
+light changing from frame to frame (below: on the steady clip every method is
+near the measure's floor). Measured numbers (seeds 0/1/2 of the edit, one
 decomposition) are next to each threshold and in docs/video.md; the bench
 bench/text2live_video_quality.py prints the same table.
 """
@@ -25,6 +27,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from livelayers.engine.atlas import AtlasSettings, decompose
 from livelayers.engine.atlas.measure import opacity_iou
@@ -124,21 +127,47 @@ def test_ours_edits_the_object_in_every_frame_and_nothing_else(results, toy_vide
         assert mean[2] > mean[0] + 0.15, (t, mean)
 
 
-def test_ours_beats_the_frames_baseline_on_flicker_and_the_atlas_baseline_on_iou(results):
-    ours, atlas_b, frames_b = (results[k].measures for k in ("ours", "atlas baseline", "frames baseline"))
-    assert ours.flicker < frames_b.flicker, (ours.flicker, frames_b.flicker)
+def test_ours_beats_the_atlas_baseline_on_iou(results):
+    ours, atlas_b = (results[k].measures for k in ("ours", "atlas baseline"))
     assert ours.min_iou > atlas_b.min_iou + 0.2, (ours.iou, atlas_b.iou)
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_ours_flickers_less_than_the_frames_baseline_on_more_edit_seeds(seed, toy_clip, atlas, toy_video):
-    """The flicker comparison above is seed 0's; it holds on edit seeds 1 and 2
-    too (measured ours .0013 / .0031 against the frames baseline's .0019 / .0037:
-    1.42x and 1.21x, so only the order is asserted)."""
-    v = toy_video
-    r = compare(toy_clip, atlas, v.frames, v.masks, v.centres, PROMPT, ROI, VIDEO, IMAGE, seed=seed,
+# --------------------------------------------------------------------------- flicker
+# On the clip above every frame shows the same object under the same light, so the
+# frames baseline, applied frame by frame, is nearly consistent too: measured flicker
+# ours / frames baseline .0013 / .0039, .0013 / .0019, .0031 / .0037 (seeds 0/1/2) on
+# one machine and .0015 / .0012, .0026 / .0024 (seeds 0/1) on another; within the
+# noise of the measure (the plate scores .0032), so not a test. Where the light changes
+# from frame to frame, as in a real shot, the method's point shows: its one atlas
+# edit stays one colour while a per-frame edit follows each frame.
+LIGHT = 0.15              # each frame's exposure is scaled by a gain drawn in [1 - LIGHT, 1 + LIGHT]
+# Measured (seeds 0/1/2, plate flicker .0229): ours .0016/.0013/.0020, frames baseline
+# .0053/.0135/.0189 (3.3x, 10x, 9.5x); ours min IoU .942/.939/.942, outside <= .0001.
+FLICKER_RATIO = 2.0
+
+
+@pytest.fixture(scope="module")
+def lit_video():
+    """The clip above with a gain per frame (seeded), as when the light changes."""
+    v = make_toy_clip(**CLIP)
+    gains = 1 + LIGHT * (2 * torch.rand(v.frames.shape[0], generator=torch.Generator().manual_seed(123)) - 1)
+    v.frames = (v.frames * gains.view(-1, 1, 1, 1)).clamp(0, 1)
+    return v
+
+
+@pytest.fixture(scope="module")
+def lit_atlas(lit_video, toy_clip, one_thread):
+    return decompose(lit_video.frames, None, AtlasSettings(steps=DECOMPOSE_STEPS), seed=0, device="cpu",
+                     object_text=OBJECT_TEXT, clip=toy_clip)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ours_flickers_less_than_the_frames_baseline_when_the_light_changes(seed, toy_clip, lit_atlas,
+                                                                          lit_video):
+    v = lit_video
+    r = compare(toy_clip, lit_atlas, v.frames, v.masks, v.centres, PROMPT, ROI, VIDEO, IMAGE, seed=seed,
                 methods=("ours", "frames baseline"))
     ours, frames_b = r["ours"].measures, r["frames baseline"].measures
-    print(f"seed {seed}: flicker ours {ours.flicker:.4f}, frames baseline {frames_b.flicker:.4f}")
-    assert ours.flicker < frames_b.flicker, (ours.flicker, frames_b.flicker)
+    print(f"changing light, seed {seed}: flicker ours {ours.flicker:.4f}, frames baseline {frames_b.flicker:.4f}")
+    assert frames_b.flicker > FLICKER_RATIO * ours.flicker, (ours.flicker, frames_b.flicker)
     assert ours.flicker < MAX_FLICKER and ours.min_iou >= MIN_IOU and ours.max_outside <= MAX_OUTSIDE
