@@ -101,6 +101,10 @@ class LL_Text2LIVEVideo:
                                  "than the frame = whole frames."}),
                 "whole_every": ("INT", {"default": _D.whole_every, "min": 1, "max": 100000, "tooltip":
                                 "The whole atlas (and whole frames) every N steps (paper: 75)."}),
+                "frame_example": ("BOOLEAN", {"default": _D.frame_example, "tooltip":
+                                  "Also run the generator directly on one frame crop per step, judged by "
+                                  "the same losses, as the official code's 4th example (on: as the paper; "
+                                  "off: about a quarter less time per step)."}),
                 **W.generator_inputs(_D.generator),
             },
         }
@@ -112,7 +116,7 @@ class LL_Text2LIVEVideo:
             lambda_sparsity=_D.lambda_sparsity, lambda_screen=_D.lambda_screen,
             bootstrap_weight=_D.bootstrap_weight, bootstrap_steps=_D.bootstrap_steps,
             relevancy_blocks=_D.relevancy_blocks, distance=_D.distance, box_margin=_D.box_margin,
-            box_min_size=_D.box_min_size, whole_every=_D.whole_every,
+            box_min_size=_D.box_min_size, whole_every=_D.whole_every, frame_example=_D.frame_example,
             generator_scales=_D.generator.scales, generator_channels=_D.generator.channels_down):
         node = type(self).__name__
         plate = image_to_nchw(frames, node, "frames")
@@ -133,7 +137,7 @@ class LL_Text2LIVEVideo:
             lambda_screen=lambda_screen, bootstrap_weight=bootstrap_weight,
             bootstrap_steps=int(bootstrap_steps), relevancy_blocks=relevancy_blocks, distance=distance,
             box_margin=int(box_margin), box_min_size=int(box_min_size), whole_every=int(whole_every),
-            device=device, precision=precision,
+            frame_example=bool(frame_example), device=device, precision=precision,
             generator=W.generator_config(generator_scales, generator_channels))
         folder = resolve_path(run_dir, "output") or None
         result = train_text2live_video(clip, atlas, plate, prompt.strip(), roi_text=roi_text.strip() or None,

@@ -88,6 +88,10 @@ NOT_RUN = {
         "needs the network (the clone above)",
     ("docs/diffusion.md", "python bench/bench_diffusion.py --only official --official"):
         "needs the network (a clone of the published code, docs/performance.md)",
+    ("docs/performance.md", "python -m livelayers bench --size reference --only text2live_video --official"):
+        "needs the network (the Text2LIVE clone above)",
+    ("docs/video.md", "python bench/bench_text2live_video.py --threads 1 --official"):
+        "needs the network (a clone of the published code, docs/performance.md)",
 }
 # README's first block is what CI runs (.ci/run: the install and the test
 # command); its demo command is also run here (install aside).

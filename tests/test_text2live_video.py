@@ -54,7 +54,7 @@ def test_video_defaults_are_the_papers():
     assert (s.steps, s.lr_decay, s.lambda_structure, s.lambda_sparsity) == (3000, 0.999, 3.0, 0.1)
     assert (s.lambda_l0, s.lambda_l1, s.views, s.whole_every) == (0.005, 0.01, 6, 75)
     assert (s.frame_offset, s.box_threshold, s.box_margin, s.box_min_size) == (2, 0.95, 30, 129)
-    assert s.bg_crop == (0.95, 1.0) and s.layer == "fg"
+    assert s.bg_crop == (0.95, 1.0) and s.layer == "fg" and s.frame_example   # the official 4th example
     for name in OBJECTIVE_FIELDS:   # the shared objective reads these from either settings class
         assert hasattr(s, name) and hasattr(Text2LIVESettings(), name)
     with pytest.raises(ValueError, match="layer"):
@@ -124,6 +124,41 @@ def test_the_frame_layer_is_exactly_what_the_renderer_draws(atlas):
                                 opacity[None], layer)
         torch.testing.assert_close(a, want_alpha, rtol=0, atol=1e-5)
         torch.testing.assert_close(prem, want_colour * want_alpha, rtol=0, atol=1e-5)
+
+
+def test_the_frame_example_is_the_generator_on_one_raw_frame_crop(atlas, clip):
+    """With frame_example on, the objective sees one frame more than the crop
+    holds: the generator's edit of one of the crop's frames, made directly on
+    the layer's own reconstruction there; a foreground edit's alpha is at most
+    the NLA opacity, and its composite is the edit over that input."""
+    from livelayers.engine.text2live.objective import encode_texts
+    from livelayers.engine.text2live.trainer import build_generator
+    seen = {}
+
+    def capture(clip_, frames, sparsity_alpha, texts, s, step, gen):
+        seen[s.frame_example] = frames
+        return sparsity_alpha.mean(), {}
+
+    for on in (True, False):
+        s = tiny(frame_example=on)
+        data = V.ClipData(atlas, "fg", 48, None, s.fg_atlas_margin)
+        generator = build_generator(s, 0, torch.device("cpu"))
+        crop = V.choose_crop(data, s, 1, torch.Generator().manual_seed(0), generator.multiple)
+        V.video_loss_step(None, generator, data, crop, encode_texts, s, 1, torch.Generator().manual_seed(0),
+                          None, torch.device("cpu"), objective_fn=capture)
+    extra = seen[True][-1]
+    assert len(seen[True]) == len(seen[False]) + 1 == len(crop.frames) + 1
+    match = [(f, b) for f, b in zip(crop.frames, crop.boxes)
+             if torch.equal(b.crop(data.layer_source(f))[None], extra.source)]
+    assert match                                     # its input is one of the crop's frames
+    f, box = match[0]
+    opacity = box.crop(data.maps(f)[1])[None]
+    assert extra.alpha.shape == opacity.shape and (extra.alpha <= opacity + 1e-6).all()   # a·α
+    assert (extra.source <= opacity + 1e-6).all()     # the object on black: α·c_fg, c_fg in [0, 1]
+    assert (opacity < 0.01).any() and (opacity > 0.9).any()     # the crop holds object and background
+    colour_times_alpha = extra.composite - (1 - extra.alpha) * extra.source
+    assert (colour_times_alpha >= -1e-6).all() and (colour_times_alpha <= extra.alpha + 1e-6).all()
+    assert extra.alpha.requires_grad                  # the generator learns from it
 
 
 # --------------------------------------------------------------------------- training runs

@@ -52,17 +52,19 @@ VIDEO = VideoSettings(steps=100, views=4, generator=GEN, atlas_resolution=128, r
 IMAGE = Text2LIVESettings(steps=100, resolution=0, views=4, generator=GEN, relevancy_blocks="all",
                           bootstrap_steps=40, checkpoint_every=10_000)
 
-# Thresholds. Measured, edit seeds 0/1/2 (one decomposition, seed 0: opacity IoU 0.950):
+# Thresholds. Measured, edit seeds 0/1/2 (one decomposition, seed 0: opacity IoU 0.949;
+# 2-core Intel Xeon, the frame example on):
 #                     min IoU            max outside             flicker
-#   ours              .945/.942/.956     .0002/.0001/.0001       .0013/.0013/.0031
-#   atlas baseline    .389/.642/.485     .0000/.0000/.0000       .0060/.0042/.0047
-#   frames baseline   .873/.707/.848     .0552/.0337/.0547       .0039/.0019/.0037
+#   ours              .942/.942/.942     .0001/.0001/.0001       .0018/.0014/.0019
+#   atlas baseline    .534/.586/.286     .0000/.0000/.0000       .0032/.0020/.0061
+#   frames baseline   .839/.736/.808     .0639/.0446/.0475       .0012/.0024/.0021
 # (the plate itself, unedited, scores flicker .0032: the measure's floor from
-# sampling pixel grids at moving sub-pixel points; a smooth edit can go below it)
-MIN_OPACITY_IOU = 0.9    # measured 0.950 (issue 8: >= 0.9)
+# sampling pixel grids at moving sub-pixel points; a smooth edit can go below it.
+# On a 2-core AMD EPYC, before the frame example, ours .945/.942/.956, flicker <= .0031.)
+MIN_OPACITY_IOU = 0.9    # measured 0.949 (issue 8: >= 0.9)
 MIN_IOU = 0.8            # issue 8's bound; ours measured >= .942
 MAX_OUTSIDE = 0.03       # issue 8's bound; ours measured <= .0002
-MAX_FLICKER = 0.005      # ours measured <= .0031
+MAX_FLICKER = 0.005      # ours measured <= .0037 (changing light, below)
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +143,10 @@ def test_ours_beats_the_atlas_baseline_on_iou(results):
 # from frame to frame, as in a real shot, the method's point shows: its one atlas
 # edit stays one colour while a per-frame edit follows each frame.
 LIGHT = 0.15              # each frame's exposure is scaled by a gain drawn in [1 - LIGHT, 1 + LIGHT]
-# Measured (seeds 0/1/2, plate flicker .0229): ours .0016/.0013/.0020, frames baseline
-# .0053/.0135/.0189 (3.3x, 10x, 9.5x); ours min IoU .942/.939/.942, outside <= .0001.
-FLICKER_RATIO = 2.0
+# Measured (seeds 0/1/2, plate flicker .0229): ours .0022/.0020/.0037, frames baseline
+# .0053/.0135/.0189 (2.4x, 6.8x, 5.1x); without the frame example (VideoSettings) ours
+# was .0016/.0013/.0020.
+FLICKER_RATIO = 1.5
 
 
 @pytest.fixture(scope="module")

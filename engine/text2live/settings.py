@@ -137,6 +137,9 @@ class VideoSettings(_SettingsJSON):
     bg_crop: tuple[float, float] = (0.95, 1.0)  # bg: one random crop of this side fraction, all frames
     opacity_threshold: float = 0.05  # frame pixels whose layer opacity is below this do not size the atlas crop
     whole_every: int = 75            # the whole atlas (and whole frames) every N steps
+    # the official code's 4th example: the generator also edits one raw frame crop of the
+    # layer per step, judged by the same losses (ties the atlas edit to what frames look like)
+    frame_example: bool = True
     atlas_resolution: int = 0        # longer side of the atlas image; 0 = 2 atlas pixels per frame pixel
     fg_atlas_margin: float = 0.25    # black margin around the fg atlas image the generator sees (× its side)
     # optimiser: MADGRAD, lr ← max(min_lr, lr_decay·lr) every step

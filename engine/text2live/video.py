@@ -23,7 +23,11 @@ One training step (``video_loss_step``):
    each frame pixel's UV (``atlas.crops.sample_atlas_crop``) and combined with
    the opacity exactly as the renderer does (``atlas.render.composite_layers``):
    the foreground edit's frame alpha is α·a, the background's (1 − α)·a.
-5. **The image objective on the frames** (``objective.objective``) with
+5. **The frame example** (``frame_example``, on by default, as the official
+   code's 4th example): the generator also runs directly on one of the
+   frame crops (the layer's own reconstruction there), so the edit it learns
+   on the atlas is also the edit it makes of what the frames look like.
+6. **The image objective on the frames** (``objective.objective``) with
    I_s = the decomposition's reconstruction of each frame crop:
    composition (+ direction), green screen, structure, sparsity (on the
    atlas-crop alpha a) and the relevancy bootstrap, whose targets are the
@@ -126,6 +130,7 @@ class ClipData:
         self._uv_hi = torch.tensor([u1 - 0.5 * pu, v1 - 0.5 * pv]).view(2, 1, 1)
         self.targets = targets
         self._sources: dict[int, torch.Tensor] = {}
+        self._layer_sources: dict[int, torch.Tensor] = {}
 
     @property
     def n_frames(self) -> int:
@@ -148,6 +153,18 @@ class ClipData:
         if t not in self._sources:
             self._sources[t] = self.atlas.reconstruct([t])[0]
         return self._sources[t]
+
+    def layer_source(self, t: int) -> torch.Tensor:
+        """The edited layer's own reconstruction in frame t ``(3, H, W)``: α·c_fg
+        (the object on black, as the official code's ``original_video · α``) or
+        c_bg (its background reconstruction). The input of the frame example."""
+        if t not in self._layer_sources:
+            uv, a = self.maps(t)
+            rgb = self.atlas.fields.rgb_fg if self.layer == "fg" else self.atlas.fields.rgb_bg
+            with torch.no_grad():
+                c = rgb(uv.permute(1, 2, 0).reshape(-1, 2)).reshape(*uv.shape[1:], 3).permute(2, 0, 1)
+            self._layer_sources[t] = (c * a if self.layer == "fg" else c).float().clamp(0, 1)
+        return self._layer_sources[t]
 
     def layer_opacity(self, t: int) -> torch.Tensor:
         """How much of each pixel of frame t the edited layer covers: α (fg) or 1 − α (bg)."""
@@ -248,7 +265,30 @@ def video_loss_step(clip, generator: SkipGenerator, data: ClipData, crop: SpaceT
         frames.append(Frame(composite=prem + (1 - alpha) * source,
                             screen=prem + (1 - alpha) * green if need_screen else None,
                             source=source, alpha=alpha, target=target))
+    if s.frame_example:
+        frames.append(frame_example(generator, data, crop, s, gen, autocast, device, green, need_screen))
     return objective_fn(clip, frames, a, texts, s, step, gen)
+
+
+def frame_example(generator: SkipGenerator, data: ClipData, crop: SpaceTimeCrop, s: VideoSettings,
+                  gen: torch.Generator, autocast, device: torch.device, green: torch.Tensor,
+                  need_screen: bool) -> Frame:
+    """The official code's 4th example of a step: the generator run directly on
+    one of the crop's frames (drawn from ``gen``), on the layer's own
+    reconstruction there (``ClipData.layer_source``); a foreground edit's alpha
+    is multiplied by the NLA opacity, as the official ``multiply_foreground_alpha``."""
+    j = int(torch.randint(len(crop.frames), (1,), generator=gen))
+    f, box = crop.frames[j], crop.boxes[j]
+    raw = box.crop(data.layer_source(f))[None].to(device)
+    with autocast:
+        colour, a = split_rgba(generator(raw))
+    colour, a = colour.float(), a.float()
+    if data.layer == "fg":
+        a = a * box.crop(data.maps(f)[1])[None].to(device)
+    prem = colour * a
+    target = box.crop(data.targets[f])[None].to(device) if data.targets is not None else None
+    return Frame(composite=prem + (1 - a) * raw, screen=prem + (1 - a) * green if need_screen else None,
+                 source=raw, alpha=a, target=target)
 
 
 # --------------------------------------------------------------------------- inputs
