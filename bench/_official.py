@@ -44,3 +44,13 @@ def random_clip_file(folder: str, shape: tuple, name: str) -> str:
     path = os.path.join(folder, f"random-{name}.pt")
     torch.save(clip_model.CLIP(*shape).state_dict(), path)
     return path
+
+
+def peak_memory(device: str) -> tuple[float, str]:
+    """(MiB, what it is) of this process's peak: CUDA max allocated, or max RSS on a CPU."""
+    import resource
+
+    import torch
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20, "cuda max allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "max RSS"

@@ -34,13 +34,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _official import commit_of, missing_files, now, random_clip_file  # noqa: E402  bench/_official.py
+from _official import commit_of, missing_files, now, peak_memory, random_clip_file  # noqa: E402  bench/_official.py
 
 NEEDED = ("train_image.py", "configs/image_config.yaml", "models/clip_extractor.py",
           "models/clip_relevancy.py", "util/losses.py", "CLIP/clip/clip.py")
@@ -170,13 +169,12 @@ def measure(root: str, steps: int, size: int, generator_only: bool = False) -> d
         cfg = official_config(root, test_image(tmp, size), size, device, generator_only)
         setup, times = time_steps(cfg, steps)
     timed = times[1:] if steps >= 1 else times
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak, peak_kind = peak_memory(device)
     return {"design": "official generator only" if generator_only else "official", "code": "omerbt/Text2LIVE", "commit": commit_of(root),
             "date": now(),
             "device": device, "size": size, "views": cfg["n_aug"], "step_s": sum(timed) / len(timed),
             "first_step_s": times[0], "setup_s": setup, "steps": steps, "peak_mib": peak,
-            "peak_kind": "cuda max allocated" if device == "cuda" else "max RSS",
+            "peak_kind": peak_kind,
             "threads": torch.get_num_threads()}
 
 

@@ -47,13 +47,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _official import commit_of, missing_files, now, random_clip_file  # noqa: E402  bench/_official.py
+from _official import commit_of, missing_files, now, peak_memory, random_clip_file  # noqa: E402  bench/_official.py
 
 NEEDED = ("train_video.py", "configs/video_config.yaml", "datasets/video_dataset.py",
           "models/video_model.py", "util/atlas_loss.py", "util/atlas_utils.py", "CLIP/clip/clip.py")
@@ -236,12 +235,11 @@ def measure(root: str, steps: int, scale: float = DEFAULT_ATLAS_SCALE) -> dict:
         finally:
             os.chdir(here)
     timed = times[1:]
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak, peak_kind = peak_memory(device)
     return {"design": "official", "code": "omerbt/Text2LIVE", "commit": commit_of(root), "date": now(),
             "device": device, "frames": f"{w}x{h}", "views": cfg["n_aug"], "step_s": sum(timed) / len(timed),
             "first_step_s": times[0], "setup_s": setup, "steps": steps, "crops": crops[1:], "atlas_scale": scale,
-            "peak_mib": peak, "peak_kind": "cuda max allocated" if device == "cuda" else "max RSS",
+            "peak_mib": peak, "peak_kind": peak_kind,
             "threads": torch.get_num_threads()}
 
 
