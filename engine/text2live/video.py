@@ -266,13 +266,12 @@ def video_loss_step(clip, generator: SkipGenerator, data: ClipData, crop: SpaceT
                             screen=prem + (1 - alpha) * green if need_screen else None,
                             source=source, alpha=alpha, target=target))
     if s.frame_example:
-        frames.append(frame_example(generator, data, crop, s, gen, autocast, device, green, need_screen))
+        frames.append(frame_example(generator, data, crop, gen, autocast, device, green, need_screen))
     return objective_fn(clip, frames, a, texts, s, step, gen)
 
 
-def frame_example(generator: SkipGenerator, data: ClipData, crop: SpaceTimeCrop, s: VideoSettings,
-                  gen: torch.Generator, autocast, device: torch.device, green: torch.Tensor,
-                  need_screen: bool) -> Frame:
+def frame_example(generator: SkipGenerator, data: ClipData, crop: SpaceTimeCrop, gen: torch.Generator,
+                  autocast, device: torch.device, green: torch.Tensor, need_screen: bool) -> Frame:
     """The official code's 4th example of a step: the generator run directly on
     one of the crop's frames (drawn from ``gen``), on the layer's own
     reconstruction there (``ClipData.layer_source``); a foreground edit's alpha
